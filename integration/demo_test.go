@@ -1,0 +1,109 @@
+package integration
+
+import (
+	"bufio"
+	"context"
+	"io"
+	"net/http"
+	"os/exec"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// TestDemo_ServesThePrintedCommandsAndStopsCleanly runs `make demo`'s
+// program: it must become ready, print commands that work as printed (key,
+// base URL), stream, and exit 0 on SIGTERM.
+func TestDemo_ServesThePrintedCommandsAndStopsCleanly(t *testing.T) {
+	addr := freeAddr(t)
+	cmd := exec.Command(demoBin, "-cerbai", cerbaiBin, "-listen", addr)
+	cmd.Env = cleanEnv()
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var logs lockedBuffer
+	cmd.Stderr = &logs
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	t.Cleanup(func() {
+		select {
+		case <-done:
+		default:
+			_ = cmd.Process.Kill()
+			<-done
+		}
+		if t.Failed() {
+			t.Logf("demo stderr:\n%s", logs.String())
+		}
+	})
+
+	// Ready: the printed text arrives only once cerbai is healthy.
+	printed := make(chan string, 1)
+	go func() {
+		var b strings.Builder
+		sc := bufio.NewScanner(stdout)
+		for sc.Scan() {
+			b.WriteString(sc.Text() + "\n")
+			if strings.HasPrefix(sc.Text(), "node ") {
+				break
+			}
+		}
+		printed <- b.String()
+		_, _ = io.Copy(io.Discard, stdout)
+	}()
+	var text string
+	select {
+	case text = <-printed:
+	case err := <-done:
+		t.Fatalf("demo exited before it was ready: %v", err)
+	case <-time.After(30 * time.Second):
+		t.Fatal("demo printed no commands within 30s")
+	}
+	base := "http://" + addr
+	for _, w := range []string{base + "/v1/chat/completions", "Bearer sk-demo-key", "curl -sSN",
+		`base_url="` + base + `/v1"`, `baseURL: "` + base + `/v1"`} {
+		if !strings.Contains(text, w) {
+			t.Errorf("printed commands lack %q:\n%s", w, text)
+		}
+	}
+
+	// The printed curl commands, done in Go: plain and streaming.
+	hdr := []string{"Authorization", "Bearer sk-demo-key"}
+	status, reply := completionText(t, chat(t, context.Background(), base,
+		chatBody(false, "Hello through cerbai"), hdr...))
+	if status != 200 || reply != "Hello through cerbai" {
+		t.Errorf("got %d %q, want 200 with the echo", status, reply)
+	}
+	resp := chat(t, context.Background(), base, chatBody(true, "Hello"), hdr...)
+	var streamed strings.Builder
+	events := sse(resp.Body)
+	for ev := nextEvent(t, events, "first event"); ev != "[DONE]"; ev = nextEvent(t, events,
+		"next event") {
+		streamed.WriteString(deltaText(t, ev))
+	}
+	resp.Body.Close()
+	if streamed.String() != "Hello" {
+		t.Errorf("got streamed %q, want Hello", streamed.String())
+	}
+
+	// Stop: the demo stops cerbai and exits 0.
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("demo exited with %v after SIGTERM, want status 0", err)
+		}
+	case <-time.After(60 * time.Second):
+		t.Fatal("demo still running 60s after SIGTERM")
+	}
+	if _, err := http.Get(base + "/healthz"); err == nil {
+		t.Error("cerbai still answers after the demo stopped")
+	}
+}
