@@ -1,0 +1,157 @@
+package upstream
+
+import (
+	"io"
+	"log/slog"
+	"net/http"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+)
+
+// Buffer sizes of the copy loop. An event stream spends most of its life
+// waiting, holding its buffer, so it gets a small one (an OpenAI chunk is a
+// few hundred bytes); a body with a declared length is bulk and gets a
+// larger one, for fewer system calls.
+const (
+	streamBufSize = 4 << 10
+	bulkBufSize   = 32 << 10
+)
+
+// Limitation: a stream holds its 4 KiB buffer while it waits for the next
+// event; Go offers no way to wait for a body to become readable without
+// reading into something.
+var (
+	streamBufs = sync.Pool{New: func() any { b := make([]byte, streamBufSize); return &b }}
+	bulkBufs   = sync.Pool{New: func() any { b := make([]byte, bulkBufSize); return &b }}
+)
+
+// copyResponse sends the upstream's status, headers, body and trailers to
+// the client.
+func (p *Proxy) copyResponse(ex *exchange, resp *http.Response) {
+	defer resp.Body.Close()
+
+	// Headers, with the request id for correlation when the upstream
+	// sends none of its own, and the trailers announced.
+	h := ex.w.Header()
+	copyResponseHeaders(h, resp.Header)
+	if _, ok := h[hdrRequestID]; !ok {
+		h[hdrRequestID] = ex.hdrVals[0:1:1]
+	}
+	announceTrailers(h, resp.Trailer)
+	ex.status = resp.StatusCode
+	ex.w.WriteHeader(resp.StatusCode)
+
+	// A stream is flushed after every write, and its headers at once: the
+	// first event may be a while coming.
+	var fl flusher
+	rc := http.NewResponseController(ex.w)
+	if isEventStream(resp.Header) || resp.ContentLength < 0 {
+		fl = rc
+		_ = fl.Flush()
+	}
+	if p.idle > 0 {
+		ex.idle = time.AfterFunc(p.idle, ex.idleTimeout)
+	}
+	p.stats.activeStreams.Add(1)
+	n, upstreamSide, err := copyBody(ex.w, resp.Body, fl, ex.idle, p.idle)
+	p.stats.activeStreams.Add(-1)
+	ex.bytesOut = n
+
+	switch {
+	case err == nil:
+		copyTrailers(h, resp.Trailer)
+	case !upstreamSide:
+		p.debug(ex, "client went away during the response", err)
+	default:
+		kind := ErrKindReset
+		if ex.idleFired.Load() {
+			kind = ErrKindIdleTimeout
+		}
+		p.stats.upstreamError(kind)
+		p.warn(ex, "upstream body ended early", err, slog.String("kind", kind))
+		// The client must see the cut: ending the response normally would
+		// make a truncated body look complete. The server closes the
+		// connection (HTTP/1) or resets the stream (HTTP/2) and logs
+		// nothing for this panic.
+		panic(http.ErrAbortHandler)
+	}
+}
+
+// idleTimeout ends the upstream request; the blocked body read returns.
+func (ex *exchange) idleTimeout() {
+	ex.idleFired.Store(true)
+	ex.cancel()
+}
+
+type flusher interface{ Flush() error }
+
+// copyBody copies src to w until src ends (err nil) or either side fails;
+// upstream reports whether the failure was reading src. fl, when not nil,
+// is flushed after each write. idle, when not nil, is reset to d after
+// each read that delivered something. The first error ends the copy and
+// is what the caller sees.
+func copyBody(w io.Writer, src io.Reader, fl flusher, idle *time.Timer,
+	d time.Duration) (written int64, upstream bool, err error) {
+	pool := &bulkBufs
+	if fl != nil {
+		pool = &streamBufs
+	}
+	bp := pool.Get().(*[]byte)
+	defer pool.Put(bp)
+	buf := *bp
+	for {
+		n, rerr := src.Read(buf)
+		if n > 0 {
+			if idle != nil {
+				idle.Reset(d)
+			}
+			wn, werr := w.Write(buf[:n])
+			written += int64(wn)
+			if werr != nil {
+				return written, false, werr
+			}
+			if fl != nil {
+				if ferr := fl.Flush(); ferr != nil {
+					return written, false, ferr
+				}
+			}
+		}
+		switch {
+		case rerr == io.EOF:
+			return written, false, nil
+		case rerr != nil:
+			return written, true, rerr
+		}
+	}
+}
+
+func isEventStream(h http.Header) bool {
+	return hasPrefixFold(strings.TrimSpace(h.Get("Content-Type")), "text/event-stream")
+}
+
+// announceTrailers lists the upstream's announced trailers in the Trailer
+// header, so the server sends them after the body.
+func announceTrailers(h, trailer http.Header) {
+	for k := range trailer {
+		if !isHopByHop(k) {
+			h.Add("Trailer", k)
+		}
+	}
+}
+
+// copyTrailers sets the trailer values after the body. Ones that were not
+// announced use http.TrailerPrefix.
+func copyTrailers(h, trailer http.Header) {
+	announced := h["Trailer"]
+	for k, vv := range trailer {
+		switch {
+		case isHopByHop(k):
+		case slices.Contains(announced, k):
+			h[k] = vv
+		default:
+			h[http.TrailerPrefix+k] = vv
+		}
+	}
+}

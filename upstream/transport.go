@@ -1,0 +1,168 @@
+package upstream
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"strings"
+	"time"
+)
+
+// TransportConfig tunes the transport from NewTransport.
+type TransportConfig struct {
+	// DialTimeout bounds TCP connect and, separately, the TLS handshake.
+	// 0 → 10s.
+	DialTimeout time.Duration
+	// ResponseHeaderTimeout bounds the wait for the upstream's response
+	// headers after the request is sent (--upstream-timeout). 0 → 10m,
+	// as long as the OpenAI SDKs wait for a long non-streaming completion.
+	ResponseHeaderTimeout time.Duration
+	// CAFile is a PEM bundle added to the system roots (--llm-ca-file).
+	// "" → system roots only.
+	CAFile string
+	// CertFile and KeyFile are an optional client certificate for an
+	// upstream that wants mutual TLS (--llm-tls-cert-file,
+	// --llm-tls-key-file). Both or neither.
+	CertFile, KeyFile string
+	// MaxResponseHeaderBytes bounds the upstream's response header block.
+	// 0 → 256 KiB.
+	MaxResponseHeaderBytes int64
+}
+
+const (
+	defaultDialTimeout    = 10 * time.Second
+	defaultHeaderTimeout  = 10 * time.Minute
+	defaultMaxRespHeaders = 256 << 10
+	// Sized for hundreds of concurrent streams to the one upstream host:
+	// Go's default of 2 idle connections per host would close and redial
+	// under load.
+	idlePoolSize = 1024
+)
+
+// NewTransport builds the one shared transport the proxy sends on: a
+// keep-alive pool sized for a proxy, dial, TLS and response-header
+// timeouts, HTTP/2 to TLS upstreams, proxy from the environment, and no
+// overall timeout, so long streams live. Compression is left to the
+// client and upstream: the body passes through as sent.
+func NewTransport(cfg TransportConfig) (*http.Transport, error) {
+	if cfg.DialTimeout <= 0 {
+		cfg.DialTimeout = defaultDialTimeout
+	}
+	if cfg.ResponseHeaderTimeout <= 0 {
+		cfg.ResponseHeaderTimeout = defaultHeaderTimeout
+	}
+	if cfg.MaxResponseHeaderBytes <= 0 {
+		cfg.MaxResponseHeaderBytes = defaultMaxRespHeaders
+	}
+	tlsConf, err := transportTLS(cfg)
+	if err != nil {
+		return nil, err
+	}
+	dialer := &net.Dialer{Timeout: cfg.DialTimeout, KeepAlive: 30 * time.Second}
+	return &http.Transport{
+		Proxy:                  http.ProxyFromEnvironment,
+		DialContext:            dialer.DialContext,
+		TLSClientConfig:        tlsConf,
+		TLSHandshakeTimeout:    cfg.DialTimeout,
+		ForceAttemptHTTP2:      true, // needed with a custom dialer and TLS config
+		MaxIdleConns:           idlePoolSize,
+		MaxIdleConnsPerHost:    idlePoolSize,
+		IdleConnTimeout:        90 * time.Second,
+		ResponseHeaderTimeout:  cfg.ResponseHeaderTimeout,
+		ExpectContinueTimeout:  time.Second,
+		MaxResponseHeaderBytes: cfg.MaxResponseHeaderBytes,
+		// Without this Go asks for gzip itself and unpacks the answer,
+		// changing the bytes and dropping Content-Length.
+		DisableCompression: true,
+	}, nil
+}
+
+// transportTLS is the client TLS config: system roots plus CAFile, TLS 1.2
+// at least, and the optional client certificate.
+func transportTLS(cfg TransportConfig) (*tls.Config, error) {
+	conf := &tls.Config{
+		MinVersion:         tls.VersionTLS12,
+		ClientSessionCache: tls.NewLRUClientSessionCache(0),
+	}
+	if cfg.CAFile != "" {
+		pool, err := x509.SystemCertPool()
+		if err != nil {
+			pool = x509.NewCertPool() // no system roots here; the file still counts
+		}
+		pem, err := os.ReadFile(cfg.CAFile)
+		if err != nil {
+			return nil, fmt.Errorf("read llm ca file: %w", err)
+		}
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("read llm ca file %s: no PEM certificate found", cfg.CAFile)
+		}
+		conf.RootCAs = pool
+	}
+	switch {
+	case cfg.CertFile != "" && cfg.KeyFile != "":
+		cert, err := tls.LoadX509KeyPair(cfg.CertFile, cfg.KeyFile)
+		if err != nil {
+			return nil, fmt.Errorf("load llm client certificate: %w", err)
+		}
+		conf.Certificates = []tls.Certificate{cert}
+	case cfg.CertFile != "" || cfg.KeyFile != "":
+		return nil, errors.New("load llm client certificate: " +
+			"--llm-tls-cert-file and --llm-tls-key-file go together")
+	}
+	return conf, nil
+}
+
+// failure is how one upstream error is answered and counted.
+type failure struct {
+	kind   string // a key of Snapshot.UpstreamErrors
+	status int
+	code   string
+	msg    string
+}
+
+var (
+	failConnect = failure{ErrKindConnect, http.StatusBadGateway,
+		CodeUpstreamUnreachable, "the upstream could not be reached"}
+	failTimeout = failure{ErrKindTimeout, http.StatusGatewayTimeout,
+		CodeUpstreamTimeout, "the upstream did not answer in time"}
+	failHeaderTooLarge = failure{ErrKindHeaderTooLarge, http.StatusBadGateway,
+		CodeUpstreamUnreachable, "the upstream sent an invalid response"}
+	failReset = failure{ErrKindReset, http.StatusBadGateway,
+		CodeUpstreamUnreachable, "the upstream closed the connection"}
+)
+
+// classify maps an error from RoundTrip to its answer. Dialing (TCP, TLS,
+// an HTTP proxy) comes first, so a dial timeout is "unreachable" rather
+// than "timed out": the upstream never got the request.
+func classify(err error) failure {
+	var op *net.OpError
+	var dns *net.DNSError
+	var certErr *tls.CertificateVerificationError
+	var alert tls.AlertError
+	var recErr tls.RecordHeaderError
+	switch {
+	case errors.As(err, &op) && (op.Op == "dial" || op.Op == "proxyconnect"),
+		errors.As(err, &dns), errors.As(err, &certErr), errors.As(err, &alert),
+		errors.As(err, &recErr):
+		return failConnect
+	// The transport's header-size and TLS-timeout errors have no exported
+	// type; their text is stable across Go releases.
+	case strings.Contains(err.Error(), "server response headers exceeded"):
+		return failHeaderTooLarge
+	case strings.Contains(err.Error(), "TLS handshake timeout"):
+		return failConnect
+	case errors.Is(err, context.DeadlineExceeded), isTimeout(err):
+		return failTimeout
+	}
+	return failReset
+}
+
+func isTimeout(err error) bool {
+	var t interface{ Timeout() bool }
+	return errors.As(err, &t) && t.Timeout()
+}
