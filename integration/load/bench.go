@@ -248,7 +248,7 @@ func find(sums []Summary, name string) (Summary, bool) {
 // cerbai/nginx and cerbai/direct ratios.
 func (r *BenchReport) WriteTable(w io.Writer) error {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprint(tw, "\t")
+	fmt.Fprintf(tw, "%-30s\t", "")
 	for _, s := range r.Summaries {
 		fmt.Fprintf(tw, "%s\t", s.Target)
 	}
@@ -271,7 +271,7 @@ func (r *BenchReport) WriteTable(w io.Writer) error {
 	}
 	fmt.Fprintln(tw)
 	for _, row := range tableRows {
-		fmt.Fprintf(tw, "%s\t", row.name)
+		fmt.Fprintf(tw, "%-30s\t", row.name) // padded: the labels read better left-aligned
 		for _, s := range r.Summaries {
 			fmt.Fprintf(tw, "%s\t", row.cell(s))
 		}

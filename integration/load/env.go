@@ -255,4 +255,3 @@ func RaiseOpenFileLimit() (uint64, error) {
 	}
 	return lim.Cur, nil
 }
-

@@ -291,7 +291,8 @@ func MeasureLarge(ctx context.Context, c *http.Client, t Target, size int64,
 	return r, nil
 }
 
-func large(ctx context.Context, c *http.Client, base string, size int64, buf []byte) (int64, error) {
+func large(ctx context.Context, c *http.Client, base string, size int64,
+	buf []byte) (int64, error) {
 	url := base + PathLarge + "?bytes=" + strconv.FormatInt(size, 10)
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
