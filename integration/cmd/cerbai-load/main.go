@@ -133,7 +133,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.Int64Var(&cfg.LargeBytes, "large-bytes", cfg.LargeBytes, "size of one large body")
 	out := fs.String("out", "bench/results.json", `JSON results file ("" writes none)`)
 	strict := fs.Bool("strict", false, "exit 1 when an issue-5 target is missed")
-	if err := fs.Parse(args); err != nil {
+	if err := parse(fs, args); err != nil {
 		return err
 	}
 	if err := validBench(cfg, fs.NArg()); err != nil {
@@ -179,6 +179,16 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	return nil
 }
 
+// parse parses args; a bad flag is a usage error (the flag package has
+// already printed it with the flag list).
+func parse(fs *flag.FlagSet, args []string) error {
+	err := fs.Parse(args)
+	if err != nil && !errors.Is(err, flag.ErrHelp) {
+		return usageError{err}
+	}
+	return err
+}
+
 func validBench(cfg load.BenchConfig, nargs int) error {
 	switch {
 	case nargs > 0:
@@ -208,7 +218,7 @@ func runProfile(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	clients := fs.Int("clients", 0, "clients, the peak for stress (0: the profile's own)")
 	target := fs.String("target", "cerbai", "what to load: cerbai, nginx or direct")
 	out := fs.String("out", "", `JSON results file ("" writes none)`)
-	if err := fs.Parse(args); err != nil {
+	if err := parse(fs, args); err != nil {
 		return err
 	}
 	p, err := load.LookupProfile(*name)
@@ -225,13 +235,19 @@ func runProfile(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		return usageError{errors.New("-duration must be in (0, 24h], -clients in 1..10000")}
 	}
 
-	// Start only what the target needs.
-	envCfg, err := c.envConfig(*target == "nginx")
-	if err != nil && *target == "cerbai" {
-		return err
+	switch *target {
+	case "cerbai", "nginx", "direct":
+	default:
+		return usageError{fmt.Errorf("-target %q: want cerbai, nginx or direct", *target)}
 	}
+
+	// Start only what the target needs.
 	if *target != "cerbai" {
-		envCfg.CerbaiBin = ""
+		c.cerbai = ""
+	}
+	envCfg, err := c.envConfig(*target == "nginx")
+	if err != nil {
+		return err
 	}
 	env, err := startEnv(ctx, envCfg, stderr)
 	if err != nil {
@@ -240,8 +256,7 @@ func runProfile(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	defer env.Close()
 	t, ok := env.Target(*target)
 	if !ok {
-		return usageError{fmt.Errorf("-target %q: not started (want cerbai, nginx or direct)",
-			*target)}
+		return fmt.Errorf("-target %s: not started (is nginx installed?)", *target)
 	}
 	fmt.Fprintf(stderr, "profile %s against %s: %d clients, %s\n", p.Name, t.Name,
 		p.Clients, p.Duration)
