@@ -47,7 +47,7 @@ func CheckTarget(r *http.Request) error {
 
 // requestTarget is the target as the client sent it.
 func requestTarget(r *http.Request) string {
-	if r.RequestURI != "" {
+	if r.RequestURI != "" || r.URL == nil {
 		return r.RequestURI
 	}
 	return r.URL.RequestURI()
