@@ -138,7 +138,9 @@ var (
 
 // classify maps an error from RoundTrip to its answer. Dialing (TCP, TLS,
 // an HTTP proxy) comes first, so a dial timeout is "unreachable" rather
-// than "timed out": the upstream never got the request.
+// than "timed out": the upstream never got the request. A TLS alert from
+// the upstream ("remote error") counts as connecting too: with TLS 1.3 a
+// refused client certificate arrives as one after the handshake.
 func classify(err error) failure {
 	var op *net.OpError
 	var dns *net.DNSError
@@ -146,7 +148,8 @@ func classify(err error) failure {
 	var alert tls.AlertError
 	var recErr tls.RecordHeaderError
 	switch {
-	case errors.As(err, &op) && (op.Op == "dial" || op.Op == "proxyconnect"),
+	case errors.As(err, &op) &&
+		(op.Op == "dial" || op.Op == "proxyconnect" || op.Op == "remote error"),
 		errors.As(err, &dns), errors.As(err, &certErr), errors.As(err, &alert),
 		errors.As(err, &recErr):
 		return failConnect

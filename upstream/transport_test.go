@@ -1,0 +1,263 @@
+package upstream
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"errors"
+	"io"
+	"log"
+	"math/big"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestNewTransport_Defaults(t *testing.T) {
+	tr, err := NewTransport(TransportConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	checks := []struct {
+		name      string
+		got, want any
+	}{
+		{"MaxIdleConnsPerHost", tr.MaxIdleConnsPerHost, 1024},
+		{"MaxIdleConns", tr.MaxIdleConns, 1024},
+		{"IdleConnTimeout", tr.IdleConnTimeout, 90 * time.Second},
+		{"TLSHandshakeTimeout", tr.TLSHandshakeTimeout, 10 * time.Second},
+		{"ResponseHeaderTimeout", tr.ResponseHeaderTimeout, 10 * time.Minute},
+		{"MaxResponseHeaderBytes", tr.MaxResponseHeaderBytes, int64(256 << 10)},
+		{"DisableCompression", tr.DisableCompression, true},
+		{"ForceAttemptHTTP2", tr.ForceAttemptHTTP2, true},
+		{"MinVersion", tr.TLSClientConfig.MinVersion, uint16(tls.VersionTLS12)},
+		{"Proxy set", tr.Proxy != nil, true},
+	}
+	for _, c := range checks {
+		if c.got != c.want {
+			t.Errorf("%s: got %v, want %v", c.name, c.got, c.want)
+		}
+	}
+}
+
+func TestNewTransport_BadFiles(t *testing.T) {
+	dir := t.TempDir()
+	notPEM := filepath.Join(dir, "ca.pem")
+	if err := os.WriteFile(notPEM, []byte("not a certificate"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cases := []struct {
+		name string
+		cfg  TransportConfig
+		want string
+	}{
+		{"missing ca", TransportConfig{CAFile: filepath.Join(dir, "none.pem")}, "read llm ca file"},
+		{"ca without pem", TransportConfig{CAFile: notPEM}, "no PEM certificate"},
+		{"cert without key", TransportConfig{CertFile: notPEM}, "go together"},
+		{"bad pair", TransportConfig{CertFile: notPEM, KeyFile: notPEM},
+			"load llm client certificate"},
+	}
+	for _, c := range cases {
+		if _, err := NewTransport(c.cfg); err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%s: got %v, want an error containing %q", c.name, err, c.want)
+		}
+	}
+}
+
+// testPKI is a CA with a server certificate for 127.0.0.1 and a client
+// certificate, written as PEM files.
+type testPKI struct {
+	caPool                        *x509.CertPool
+	server                        tls.Certificate
+	caFile, clientCert, clientKey string
+}
+
+func newTestPKI(t *testing.T) *testPKI {
+	t.Helper()
+	dir := t.TempDir()
+	caKey := newKey(t)
+	caTmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "test ca"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign,
+	}
+	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ca, _ := x509.ParseCertificate(caDER)
+	pki := &testPKI{caPool: x509.NewCertPool(), caFile: filepath.Join(dir, "ca.pem")}
+	pki.caPool.AddCert(ca)
+	writePEM(t, pki.caFile, "CERTIFICATE", caDER)
+
+	leaf := func(serial int64, usage x509.ExtKeyUsage) ([]byte, *ecdsa.PrivateKey) {
+		key := newKey(t)
+		tmpl := &x509.Certificate{
+			SerialNumber: big.NewInt(serial), Subject: pkix.Name{CommonName: "leaf"},
+			NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+			ExtKeyUsage: []x509.ExtKeyUsage{usage},
+			IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)},
+		}
+		der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, &key.PublicKey, caKey)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return der, key
+	}
+	srvDER, srvKey := leaf(2, x509.ExtKeyUsageServerAuth)
+	pki.server = tls.Certificate{Certificate: [][]byte{srvDER}, PrivateKey: srvKey}
+	cliDER, cliKey := leaf(3, x509.ExtKeyUsageClientAuth)
+	pki.clientCert = filepath.Join(dir, "client.pem")
+	pki.clientKey = filepath.Join(dir, "client-key.pem")
+	writePEM(t, pki.clientCert, "CERTIFICATE", cliDER)
+	keyDER, err := x509.MarshalPKCS8PrivateKey(cliKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	writePEM(t, pki.clientKey, "PRIVATE KEY", keyDER)
+	return pki
+}
+
+func newKey(t *testing.T) *ecdsa.PrivateKey {
+	t.Helper()
+	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return k
+}
+
+func writePEM(t *testing.T, path, typ string, der []byte) {
+	t.Helper()
+	if err := os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der}),
+		0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestNewTransport_PrivateCAAndClientCert checks an upstream behind a
+// private CA that wants mutual TLS: reachable with the CA file and client
+// certificate, 502 upstream_unreachable without.
+func TestNewTransport_PrivateCAAndClientCert(t *testing.T) {
+	pki := newTestPKI(t)
+	up := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter,
+		r *http.Request) {
+		_, _ = io.WriteString(w, r.TLS.PeerCertificates[0].Subject.CommonName)
+	}))
+	up.TLS = &tls.Config{Certificates: []tls.Certificate{pki.server},
+		ClientAuth: tls.RequireAndVerifyClientCert, ClientCAs: pki.caPool}
+	up.Config.ErrorLog = log.New(io.Discard, "", 0) // refused handshakes are expected
+	up.StartTLS()
+	t.Cleanup(up.Close)
+	target, _ := url.Parse(up.URL)
+
+	cases := []struct {
+		name     string
+		cfg      TransportConfig
+		wantCode int
+	}{
+		{"ca and client cert", TransportConfig{CAFile: pki.caFile, CertFile: pki.clientCert,
+			KeyFile: pki.clientKey}, 200},
+		{"no ca file", TransportConfig{CertFile: pki.clientCert, KeyFile: pki.clientKey}, 502},
+		{"no client cert", TransportConfig{CAFile: pki.caFile}, 502},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			tr, err := NewTransport(c.cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(tr.CloseIdleConnections)
+			p := newProxy(t, Config{Target: target, Transport: tr})
+			w := httptest.NewRecorder()
+			p.ServeHTTP(w, httptest.NewRequest("GET", "/v1/models", nil))
+			if w.Code != c.wantCode {
+				t.Fatalf("got %d %q, want %d", w.Code, w.Body, c.wantCode)
+			}
+			if c.wantCode == 502 && p.Stats().Snapshot().UpstreamErrors[ErrKindConnect] != 1 {
+				t.Errorf("got errors %v, want one connect", p.Stats().Snapshot().UpstreamErrors)
+			}
+		})
+	}
+}
+
+type timeoutErr struct{}
+
+func (timeoutErr) Error() string { return "net/http: timeout awaiting response headers" }
+func (timeoutErr) Timeout() bool { return true }
+
+func TestClassify(t *testing.T) {
+	dialTimeout := &net.OpError{Op: "dial", Net: "tcp", Err: timeoutErr{}}
+	cases := []struct {
+		name string
+		err  error
+		want failure
+	}{
+		{"dial refused", &url.Error{Op: "Get", Err: &net.OpError{Op: "dial",
+			Err: errors.New("connection refused")}}, failConnect},
+		{"dial timeout is unreachable", dialTimeout, failConnect},
+		{"dns", &net.DNSError{Err: "no such host", Name: "llm"}, failConnect},
+		{"proxy connect", &net.OpError{Op: "proxyconnect", Err: io.EOF}, failConnect},
+		{"tls handshake timeout", errors.New("net/http: TLS handshake timeout"), failConnect},
+		{"tls alert", &net.OpError{Op: "remote error", Err: errors.New("tls: certificate required")},
+			failConnect},
+		{"certificate", &tls.CertificateVerificationError{Err: errors.New("x509")}, failConnect},
+		{"response header timeout", timeoutErr{}, failTimeout},
+		{"deadline", context.DeadlineExceeded, failTimeout},
+		{"header too large", errors.New("net/http: server response headers exceeded " +
+			"262144 bytes; aborted"), failHeaderTooLarge},
+		{"eof", io.ErrUnexpectedEOF, failReset},
+		{"read reset", &net.OpError{Op: "read", Err: errors.New("connection reset")}, failReset},
+	}
+	for _, c := range cases {
+		if got := classify(c.err); got != c.want {
+			t.Errorf("%s: got %+v, want %+v", c.name, got, c.want)
+		}
+	}
+}
+
+func TestProxy_UpstreamClosedPortIs502(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close()
+	p := newProxy(t, Config{Target: &url.URL{Scheme: "http", Host: addr}})
+	w := httptest.NewRecorder()
+	p.ServeHTTP(w, httptest.NewRequest("GET", "/v1/models", nil))
+	if w.Code != 502 || !strings.Contains(w.Body.String(), CodeUpstreamUnreachable) {
+		t.Errorf("got %d %q, want 502 upstream_unreachable", w.Code, w.Body)
+	}
+}
+
+func TestProxy_ResponseHeaderTimeoutIs504(t *testing.T) {
+	rec := newRecorder(t, func(w http.ResponseWriter, r *http.Request, _ int) {
+		<-r.Context().Done() // never answers
+	})
+	tr, err := NewTransport(TransportConfig{ResponseHeaderTimeout: 50 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(tr.CloseIdleConnections)
+	p := newProxy(t, Config{Target: rec.URL(t, ""), Transport: tr})
+	w := httptest.NewRecorder()
+	p.ServeHTTP(w, httptest.NewRequest("GET", "/v1/models", nil))
+	if w.Code != 504 || !strings.Contains(w.Body.String(), CodeUpstreamTimeout) {
+		t.Errorf("got %d %q, want 504 upstream_timeout", w.Code, w.Body)
+	}
+	if got := p.Stats().Snapshot().UpstreamErrors[ErrKindTimeout]; got != 1 {
+		t.Errorf("got %d timeouts, want 1", got)
+	}
+}
