@@ -5,9 +5,12 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"net/http"
+	"os"
 	"runtime"
 	"slices"
 	"strconv"
+	"strings"
 	"text/tabwriter"
 	"time"
 )
@@ -72,6 +75,7 @@ type BenchReport struct {
 	GoVersion  string        `json:"go_version"`
 	NumCPU     int           `json:"num_cpu"`
 	ClockTicks int           `json:"clock_ticks_per_s"`
+	LoadAvg    string        `json:"loadavg_at_start"` // 1, 5, 15 minutes
 	Config     BenchConfig   `json:"config"`
 	Rounds     []RoundResult `json:"rounds"`
 	Summaries  []Summary     `json:"summaries"`
@@ -85,7 +89,8 @@ func RunBench(ctx context.Context, targets []Target, cfg BenchConfig,
 	progress io.Writer) (*BenchReport, error) {
 	cfg.SSE.Duration = cfg.Phase
 	rep := &BenchReport{Started: time.Now().UTC(), GoVersion: runtime.Version(),
-		NumCPU: runtime.NumCPU(), ClockTicks: ClockTicksPerSecond, Config: cfg}
+		NumCPU: runtime.NumCPU(), ClockTicks: ClockTicksPerSecond, Config: cfg,
+		LoadAvg: loadAvg()}
 	c := NewClient(max(cfg.Conns, cfg.SSE.Streams), time.Minute)
 	defer c.CloseIdleConnections()
 
@@ -101,35 +106,15 @@ func RunBench(ctx context.Context, targets []Target, cfg BenchConfig,
 		for _, t := range order {
 			res[t.Name] = &RoundResult{Round: round + 1, Target: t.Name}
 		}
-		for _, t := range order {
-			fmt.Fprintf(progress, "round %d/%d %s: idle streams\n", round+1, cfg.Rounds, t.Name)
-			if err := benchIdle(ctx, t, cfg, res[t.Name]); err != nil {
-				return nil, err
+		for _, ph := range benchPhases {
+			for _, t := range order {
+				line, err := ph.run(ctx, c, t, cfg, res[t.Name])
+				if err != nil {
+					return nil, fmt.Errorf("measure %s of %s: %w", ph.name, t.Name, err)
+				}
+				fmt.Fprintf(progress, "round %d/%d %-7s %-12s %s\n", round+1, cfg.Rounds,
+					t.Name, ph.name, line)
 			}
-		}
-		for _, t := range order {
-			fmt.Fprintf(progress, "round %d/%d %s: small JSON\n", round+1, cfg.Rounds, t.Name)
-			r, err := MeasureThroughput(ctx, c, t, cfg.Conns, cfg.Phase)
-			if err != nil {
-				return nil, fmt.Errorf("measure throughput of %s: %w", t.Name, err)
-			}
-			res[t.Name].Throughput = r
-		}
-		for _, t := range order {
-			fmt.Fprintf(progress, "round %d/%d %s: SSE\n", round+1, cfg.Rounds, t.Name)
-			r, err := MeasureSSE(ctx, c, t, cfg.SSE)
-			if err != nil {
-				return nil, fmt.Errorf("measure sse of %s: %w", t.Name, err)
-			}
-			res[t.Name].SSE = r
-		}
-		for _, t := range order {
-			fmt.Fprintf(progress, "round %d/%d %s: large bodies\n", round+1, cfg.Rounds, t.Name)
-			r, err := MeasureLarge(ctx, c, t, cfg.LargeBytes, cfg.Phase/2)
-			if err != nil {
-				return nil, fmt.Errorf("measure large bodies of %s: %w", t.Name, err)
-			}
-			res[t.Name].Large = r
 		}
 		for _, t := range targets {
 			rep.Rounds = append(rep.Rounds, *res[t.Name])
@@ -142,13 +127,49 @@ func RunBench(ctx context.Context, targets []Target, cfg BenchConfig,
 	return rep, nil
 }
 
-func benchIdle(ctx context.Context, t Target, cfg BenchConfig, rr *RoundResult) error {
-	r, err := MeasureIdleStreams(ctx, t, cfg.IdleStreams)
+// benchPhases run in this order each round. Idle streams come first, while
+// the proxy's heap is closest to its resting size.
+var benchPhases = []struct {
+	name string
+	run  func(context.Context, *http.Client, Target, BenchConfig, *RoundResult) (string, error)
+}{
+	{"idle streams", func(ctx context.Context, _ *http.Client, t Target, cfg BenchConfig,
+		rr *RoundResult) (string, error) {
+		r, err := MeasureIdleStreams(ctx, t, cfg.IdleStreams)
+		rr.Idle = r
+		return fmt.Sprintf("%.1f KiB per stream", float64(r.PerStream)/1024), err
+	}},
+	{"small JSON", func(ctx context.Context, c *http.Client, t Target, cfg BenchConfig,
+		rr *RoundResult) (string, error) {
+		r, err := MeasureThroughput(ctx, c, t, cfg.Conns, cfg.Phase)
+		rr.Throughput = r
+		return fmt.Sprintf("%.0f req/s, %d errors, CPU %.0f ms per 1,000", r.RPS, r.Errors,
+			ms(r.CPUPer1000)), err
+	}},
+	{"SSE", func(ctx context.Context, c *http.Client, t Target, cfg BenchConfig,
+		rr *RoundResult) (string, error) {
+		r, err := MeasureSSE(ctx, c, t, cfg.SSE)
+		rr.SSE = r
+		return fmt.Sprintf("delay p50 %.2f ms p99 %.2f ms, %d of %d cut", ms(r.Delay.P50),
+			ms(r.Delay.P99), r.Cut, r.Streams), err
+	}},
+	{"large bodies", func(ctx context.Context, c *http.Client, t Target, cfg BenchConfig,
+		rr *RoundResult) (string, error) {
+		r, err := MeasureLarge(ctx, c, t, cfg.LargeBytes, cfg.Phase/2)
+		rr.Large = r
+		return fmt.Sprintf("%.0f MB/s", r.MBps), err
+	}},
+}
+
+// loadAvg returns /proc/loadavg's first three fields: a busy machine makes
+// a run's numbers noisy, and the report should say so.
+func loadAvg() string {
+	b, err := os.ReadFile("/proc/loadavg")
 	if err != nil {
-		return fmt.Errorf("measure idle streams of %s: %w", t.Name, err)
+		return ""
 	}
-	rr.Idle = r
-	return nil
+	f := strings.Fields(string(b))
+	return strings.Join(f[:min(3, len(f))], " ")
 }
 
 func summarize(t Target, rounds []RoundResult) Summary {

@@ -91,7 +91,11 @@ func (e *Env) Close() error {
 }
 
 func (e *Env) startCerbai(ctx context.Context, bin string) error {
-	pki, err := fake.NewPKI(filepath.Join(e.dir, "pki"))
+	pkiDir := filepath.Join(e.dir, "pki")
+	if err := os.Mkdir(pkiDir, 0o700); err != nil {
+		return fmt.Errorf("start cerbai: %w", err)
+	}
+	pki, err := fake.NewPKI(pkiDir)
 	if err != nil {
 		return fmt.Errorf("start cerbai: %w", err)
 	}
