@@ -241,6 +241,10 @@ func loadConfig(args []string, environ map[string]string) (Config, []string, err
 				return tokens.Secret(v), nil
 			},
 			reflect.TypeFor[redisURL](): func(v string) (any, error) { return redisURL(v), nil },
+			// The same message as a bad flag value gives.
+			reflect.TypeFor[time.Duration](): func(v string) (any, error) {
+				return time.ParseDuration(v)
+			},
 		},
 	})
 	var agg env.AggregateError
@@ -264,8 +268,7 @@ func loadConfig(args []string, environ map[string]string) (Config, []string, err
 			return cfg, nil, errHelp
 		}
 		problems = append(problems, err.Error())
-	}
-	if fs.NArg() > 0 {
+	} else if fs.NArg() > 0 {
 		problems = append(problems, fmt.Sprintf("unexpected argument %q", fs.Arg(0)))
 	}
 	if *version {

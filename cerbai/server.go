@@ -121,7 +121,7 @@ func build(ctx context.Context, s *settings, log *slog.Logger) (*app, error) {
 		AuthMethod: s.AuthMethod, Scope: s.Scope, Audience: s.Audience, Params: s.params,
 		CertFile: s.CertFile, KeyFile: s.KeyFile, CAFile: s.CAFile,
 		TTL: s.TokenTTL, Timeout: s.TokenTimeout, DialTimeout: s.DialTimeout,
-		Logger: log.With("component", "tokens"),
+		Logger: log,
 	})
 	if err != nil {
 		return nil, err
@@ -130,7 +130,7 @@ func build(ctx context.Context, s *settings, log *slog.Logger) (*app, error) {
 	if s.RedisURL != "" {
 		a.shared, err = tokens.NewShared(tokens.SharedConfig{
 			URL: string(s.RedisURL), CAFile: s.RedisCAFile, KeyPrefix: s.RedisPrefix,
-			Wait: s.TokenWait, Logger: log.With("component", "redis"), Stats: a.tstats,
+			Wait: s.TokenWait, Logger: log, Stats: a.tstats,
 		}, client)
 		if err != nil {
 			return nil, err
@@ -138,7 +138,7 @@ func build(ctx context.Context, s *settings, log *slog.Logger) (*app, error) {
 		fetcher = a.shared
 	}
 	a.cache = tokens.NewCache(tokens.CacheConfig{
-		Fetcher: fetcher, Wait: s.TokenWait, Logger: log.With("component", "tokens"),
+		Fetcher: fetcher, Wait: s.TokenWait, Logger: log,
 		Stats: a.tstats,
 	})
 
