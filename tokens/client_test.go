@@ -46,6 +46,25 @@ func TestClient_FetchSetsTimesAndSource(t *testing.T) {
 	}
 }
 
+func TestClient_AcceptsOtherTokenTypes(t *testing.T) {
+	ts := newTokenServer(t, newTestPKI(t))
+	ts.setRespond(func(w http.ResponseWriter, _ int) {
+		_, _ = w.Write([]byte(`{"access_token":"pop-token","token_type":"DPoP","expires_in":"60"}`))
+	})
+	var logs bytes.Buffer
+	cfg := ts.clientConfig(t, "c")
+	cfg.Logger = slog.New(slog.NewJSONHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	tok, err := newTestClient(t, cfg).Fetch(context.Background(), Token{})
+	if err != nil || tok.Value.Reveal() != "pop-token" || tok.Lifetime != time.Minute {
+		t.Fatalf("got %q lifetime %s, %v; want pop-token for 1m", tok.Value.Reveal(),
+			tok.Lifetime, err)
+	}
+	if want := `"level":"DEBUG","msg":"token type is not bearer; using it as is",` +
+		`"component":"token_client","token_type":"DPoP"`; !strings.Contains(logs.String(), want) {
+		t.Errorf("logs lack %s; got %s", want, logs.String())
+	}
+}
+
 func TestClient_FetchIgnoresCallerCancellation(t *testing.T) {
 	ts := newTokenServer(t, newTestPKI(t))
 	c := newTestClient(t, ts.clientConfig(t, "cerbai-client"))

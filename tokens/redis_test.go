@@ -65,8 +65,8 @@ func (r *redisServer) url() string { return "redis://" + r.addr() }
 // answers PING.
 func (r *redisServer) start() {
 	r.t.Helper()
-	args := append([]string{"--port", strconv.Itoa(r.port)}, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-		"--protected-mode", "yes")
+	args := []string{"--port", strconv.Itoa(r.port), "--bind", "127.0.0.1",
+		"--save", "", "--appendonly", "no", "--protected-mode", "yes"}
 	r.cmd = exec.Command(r.bin, append(args, r.args...)...)
 	if err := r.cmd.Start(); err != nil {
 		r.t.Fatalf("start redis-server: %v", err)

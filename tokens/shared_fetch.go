@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"sync"
 	"time"
 
@@ -56,7 +57,7 @@ func (s *Shared) Fetch(ctx context.Context, have Token) (Token, error) {
 			return tok, err
 		}
 		if err := s.pause(ctx, lockPoll); err != nil {
-			return Token{}, err
+			return Token{}, fmt.Errorf("wait for shared token: %w", err)
 		}
 	}
 }
