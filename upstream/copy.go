@@ -46,27 +46,27 @@ func (p *Proxy) copyResponse(ex *exchange, resp *http.Response) {
 	// A stream is flushed after every write, and its headers at once: the
 	// first event may be a while coming.
 	var fl flusher
-	rc := http.NewResponseController(ex.w)
 	if isEventStream(resp.Header) || resp.ContentLength < 0 {
-		fl = rc
+		fl = http.NewResponseController(ex.w)
 		_ = fl.Flush()
 	}
 	if p.idle > 0 {
-		ex.idle = time.AfterFunc(p.idle, ex.idleTimeout)
+		ex.idle = time.AfterFunc(p.idle, ex.cancel)
 	}
 	p.stats.activeStreams.Add(1)
+	defer p.stats.activeStreams.Add(-1) // after the outcome is counted
 	n, upstreamSide, err := copyBody(ex.w, resp.Body, fl, ex.idle, p.idle)
-	p.stats.activeStreams.Add(-1)
 	ex.bytesOut = n
 
 	switch {
 	case err == nil:
 		copyTrailers(h, resp.Trailer)
-	case !upstreamSide:
+	case !upstreamSide || ex.r.Context().Err() != nil:
+		// Also when the read failed: the client leaving cancels it.
 		p.debug(ex, "client went away during the response", err)
 	default:
 		kind := ErrKindReset
-		if ex.idleFired.Load() {
+		if ex.idleTimedOut() {
 			kind = ErrKindIdleTimeout
 		}
 		p.stats.upstreamError(kind)
@@ -77,12 +77,6 @@ func (p *Proxy) copyResponse(ex *exchange, resp *http.Response) {
 		// nothing for this panic.
 		panic(http.ErrAbortHandler)
 	}
-}
-
-// idleTimeout ends the upstream request; the blocked body read returns.
-func (ex *exchange) idleTimeout() {
-	ex.idleFired.Store(true)
-	ex.cancel()
 }
 
 type flusher interface{ Flush() error }

@@ -42,10 +42,10 @@ type exchange struct {
 	rbody      replayBody
 
 	url     url.URL
+	ob      outboundHeaders
 	hdrVals [2]string // backing for the request id and X-Forwarded-For values
 
-	idle      *time.Timer
-	idleFired atomic.Bool
+	idle *time.Timer // ends the upstream body after StreamIdleTimeout of silence
 }
 
 // statusClientGone is counted when the client left before an answer
@@ -71,6 +71,12 @@ func (ex *exchange) fail(status int, code, msg string) bool {
 	ex.status = status
 	WriteError(ex.w, status, code, msg)
 	return false
+}
+
+// idleTimedOut reports whether the idle timer ended the upstream request:
+// only the timer cancels ex.ctx while the client is still there.
+func (ex *exchange) idleTimedOut() bool {
+	return ex.cancel != nil && ex.ctx.Err() != nil && ex.r.Context().Err() == nil
 }
 
 // stop releases what the exchange holds beyond the handler.
@@ -229,7 +235,8 @@ func (p *Proxy) buildURL(ex *exchange) {
 // outbound collects the values rewriteHeaders sets.
 func (p *Proxy) outbound(ex *exchange, tok string) *outboundHeaders {
 	ex.hdrVals[0] = ex.reqID
-	o := &outboundHeaders{
+	o := &ex.ob
+	*o = outboundHeaders{
 		tokenHeader: p.tokenHeader,
 		tokenValue:  p.tokenHeaderValue(tok),
 		requestID:   ex.hdrVals[0:1:1],

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -75,7 +76,8 @@ func TestProxy_ClientDisconnectCancelsUpstream(t *testing.T) {
 		<-r.Context().Done()
 		close(cancelled)
 	})
-	srv := serveProxy(t, newProxy(t, Config{Target: rec.URL(t, "")}))
+	p := newProxy(t, Config{Target: rec.URL(t, "")})
+	srv := serveProxy(t, p)
 	ctx, cancel := context.WithCancel(context.Background())
 	req, _ := http.NewRequestWithContext(ctx, "GET", srv.URL+"/v1/stream", nil)
 	resp, err := http.DefaultClient.Do(req)
@@ -86,6 +88,17 @@ func TestProxy_ClientDisconnectCancelsUpstream(t *testing.T) {
 	waitFor(t, started, "the upstream to start streaming")
 	cancel()
 	waitFor(t, cancelled, "the upstream request to be cancelled")
+	// Poll (bounded) until the proxy's handler is done, then check it
+	// blamed the client, not the upstream.
+	for deadline := time.Now().Add(guard); p.Stats().Snapshot().ActiveStreams != 0; {
+		if time.Now().After(deadline) {
+			t.Fatal("the proxy is still copying after the client left")
+		}
+		runtime.Gosched()
+	}
+	if errs := p.Stats().Snapshot().UpstreamErrors; errs[ErrKindReset] != 0 {
+		t.Errorf("got upstream errors %v after a client disconnect, want none", errs)
+	}
 }
 
 // TestProxy_StreamIdleTimeoutEndsSilentBody checks that a body that goes
