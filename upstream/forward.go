@@ -116,7 +116,9 @@ func (p *Proxy) forward(ex *exchange) {
 
 	// The upstream rejected the token: drop it, and send once more with a
 	// new one when the body can be sent again. The client sees only the
-	// second answer.
+	// second answer. A second rejection is passed on without another
+	// purge: a fresh token refused too points at the configuration, and
+	// purging again would make every request fetch a token.
 	if p.purges(resp.StatusCode) {
 		p.tokens.Invalidate(tok)
 		p.warn(ex, "upstream rejected token", nil,
@@ -146,7 +148,7 @@ func (p *Proxy) replay(ex *exchange, hdr http.Header, rejected *http.Response) (
 	hdr[p.tokenHeader] = p.tokenHeaderValue(tok)
 	var body io.ReadCloser
 	if ex.replay != nil {
-		body = io.NopCloser(bytes.NewReader(ex.replay))
+		body, _ = ex.getBody() // the request's GetBody
 	}
 	p.stats.retries.Add(1)
 	resp, err := p.send(ex, hdr, body)

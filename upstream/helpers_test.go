@@ -83,7 +83,8 @@ type recorder struct {
 	srv    *httptest.Server
 }
 
-func newRecorder(t *testing.T, handle func(w http.ResponseWriter, r *http.Request, n int)) *recorder {
+func newRecorder(t *testing.T,
+	handle func(w http.ResponseWriter, r *http.Request, n int)) *recorder {
 	t.Helper()
 	rec := &recorder{handle: handle}
 	rec.srv = httptest.NewServer(http.HandlerFunc(rec.serve))

@@ -72,6 +72,11 @@ type Config struct {
 }
 
 // Proxy is the forwarding handler built by New.
+//
+// Limitations: informational (1xx) answers other than 100 Continue are
+// not passed on; protocol upgrades (WebSocket) are refused, since Upgrade
+// is hop-by-hop; trailers a client sends with a chunked request body are
+// dropped.
 type Proxy struct {
 	scheme, host   string
 	basePath       string // decoded, without trailing "/"
@@ -314,7 +319,10 @@ func (p *Proxy) warn(ex *exchange, msg string, err error, attrs ...slog.Attr) {
 		err = ue.Err
 	}
 	attrs = append(attrs, slog.String("request_id", ex.reqID),
-		slog.String("upstream", p.host), slog.String("error", errString(err)))
+		slog.String("upstream", p.host))
+	if err != nil {
+		attrs = append(attrs, slog.String("error", err.Error()))
+	}
 	p.log.LogAttrs(ctx, slog.LevelWarn, msg, attrs...)
 }
 

@@ -315,3 +315,27 @@ func TestProxy_TokenErrorIs503(t *testing.T) {
 		t.Errorf("got %d token_unavailable, want 1", got)
 	}
 }
+
+// TestProxy_SecondRejectionPassesWithoutSecondPurge checks that an
+// upstream refusing every token costs one purge and one replay, no more.
+func TestProxy_SecondRejectionPassesWithoutSecondPurge(t *testing.T) {
+	rec := newRecorder(t, func(w http.ResponseWriter, r *http.Request, _ int) {
+		w.WriteHeader(http.StatusUnauthorized)
+	})
+	tokens := newFakeTokens("old", "new", "newer")
+	srv := serveProxy(t, newProxy(t, Config{Target: rec.URL(t, ""), Tokens: tokens}))
+	resp, err := http.Get(srv.URL + "/v1/models")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusUnauthorized {
+		t.Errorf("got %d, want the upstream's 401", resp.StatusCode)
+	}
+	if n := len(rec.Seen()); n != 2 {
+		t.Errorf("got %d upstream requests, want 2", n)
+	}
+	if diff := cmp.Diff([]string{"old"}, tokens.Invalidated()); diff != "" {
+		t.Errorf("invalidated (-want +got):\n%s", diff)
+	}
+}
