@@ -251,7 +251,7 @@ func openOneIdle(ctx context.Context, c *http.Client, base string) (io.ReadClose
 	}
 	// The first event ends with a blank line; read up to it.
 	br := bufio.NewReaderSize(resp.Body, 512)
-	for {
+	for range 100 {
 		line, err := br.ReadSlice('\n')
 		if err != nil {
 			resp.Body.Close()
@@ -261,6 +261,8 @@ func openOneIdle(ctx context.Context, c *http.Client, base string) (io.ReadClose
 			return resp.Body, nil
 		}
 	}
+	resp.Body.Close()
+	return nil, errors.New("read first idle event: no blank line in 100 lines")
 }
 
 // LargeResult is large-body throughput.

@@ -78,7 +78,8 @@ type ProfileResult struct {
 func (r *ProfileResult) Passed() bool { return AllPassed(r.Checks) }
 
 // RunProfile runs p against t and evaluates its thresholds. Progress
-// lines (about one per 10% of the run) go to progress.
+// lines (about one per 10% of the run) go to progress. When ctx ends early
+// it returns what was measured so far with an error.
 func RunProfile(ctx context.Context, t Target, p Profile, progress io.Writer) (
 	*ProfileResult, error) {
 	ctx, cancel := context.WithCancel(ctx)
@@ -106,6 +107,7 @@ func RunProfile(ctx context.Context, t Target, p Profile, progress io.Writer) (
 		})
 	}
 	wg.Wait()
+	interrupted := ctx.Err()
 	cancel()
 
 	r := &ProfileResult{Profile: p.Name, Target: t.Name, Clients: p.Clients,
@@ -125,6 +127,9 @@ func RunProfile(ctx context.Context, t Target, p Profile, progress io.Writer) (
 		r.ErrorRate = float64(r.Errors) / float64(r.Requests)
 	}
 	r.Checks = EvaluateProfile(p, r, t.Proc != nil)
+	if interrupted != nil {
+		return r, fmt.Errorf("run profile %s: interrupted: %w", p.Name, interrupted)
+	}
 	return r, nil
 }
 

@@ -2,6 +2,7 @@ package load
 
 import (
 	"context"
+	"errors"
 	"io"
 	"testing"
 	"time"
@@ -181,4 +182,18 @@ func checkCleanRun(t *testing.T, r *ProfileResult) {
 		}
 	}
 	t.Logf("%d requests, p95 %v", r.Requests, r.Latency.P95)
+}
+
+func TestRunProfile_CancelledReturnsResultAndError(t *testing.T) {
+	f := newFake(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	p, _ := LookupProfile("smoke")
+	r, err := RunProfile(ctx, directTarget(f), p, io.Discard)
+	if err == nil || !errors.Is(err, context.Canceled) {
+		t.Errorf("error = %v, want one wrapping context.Canceled", err)
+	}
+	if r == nil || r.Profile != "smoke" {
+		t.Errorf("result = %+v, want the smoke profile's partial result", r)
+	}
 }

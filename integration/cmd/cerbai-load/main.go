@@ -261,10 +261,12 @@ func runProfile(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	fmt.Fprintf(stderr, "profile %s against %s: %d clients, %s\n", p.Name, t.Name,
 		p.Clients, p.Duration)
 	res, err := load.RunProfile(ctx, t, p, stderr)
+	if res != nil {
+		writeProfile(stdout, res)
+	}
 	if err != nil {
 		return err
 	}
-	writeProfile(stdout, res)
 	if *out != "" {
 		if err := writeJSON(*out, res); err != nil {
 			return err
