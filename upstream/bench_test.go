@@ -151,7 +151,7 @@ func BenchmarkCopy_Bulk(b *testing.B) {
 	idle := time.AfterFunc(time.Hour, func() {})
 	defer idle.Stop()
 	var rd bytes.Reader
-	src := struct{ io.Reader }{&rd} // hide WriterTo: the loop reads
+	var src io.Reader = struct{ io.Reader }{&rd} // hide WriterTo: the loop reads
 	b.SetBytes(int64(len(data)))
 	b.ReportAllocs()
 	for b.Loop() {
