@@ -121,7 +121,7 @@ func build(ctx context.Context, s *settings, log *slog.Logger) (*app, error) {
 		AuthMethod: s.AuthMethod, Scope: s.Scope, Audience: s.Audience, Params: s.params,
 		CertFile: s.CertFile, KeyFile: s.KeyFile, CAFile: s.CAFile,
 		TTL: s.TokenTTL, Timeout: s.TokenTimeout, DialTimeout: s.DialTimeout,
-		Logger: log,
+		Logger: log, Stats: a.tstats,
 	})
 	if err != nil {
 		return nil, err
