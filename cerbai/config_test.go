@@ -164,3 +164,16 @@ func TestGoMod_OnlyAllowedModules(t *testing.T) {
 		}
 	}
 }
+
+func TestREADME_ListsEveryOption(t *testing.T) {
+	b, err := os.ReadFile("../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, o := range options() {
+		row := "| `--" + o.flag
+		if !strings.Contains(string(b), row) || !strings.Contains(string(b), "`"+o.env+"`") {
+			t.Errorf("README's configuration table has no row for --%s / %s", o.flag, o.env)
+		}
+	}
+}
