@@ -19,6 +19,9 @@ import (
 type EnvConfig struct {
 	CerbaiBin string // path of the cerbai binary; "" leaves cerbai out
 	NginxBin  string // path of nginx; "" leaves nginx out
+	// NginxWorkers is nginx's worker_processes; 0 means one per CPU, as
+	// nginx's "auto" does.
+	NginxWorkers int
 }
 
 // Env is a running set of targets: the fake LLM (the "direct" target), the
@@ -55,7 +58,7 @@ func StartEnv(ctx context.Context, cfg EnvConfig) (_ *Env, err error) {
 		}
 	}
 	if cfg.NginxBin != "" {
-		if err := e.startNginx(ctx, cfg.NginxBin); err != nil {
+		if err := e.startNginx(ctx, cfg.NginxBin, cfg.NginxWorkers); err != nil {
 			return nil, err
 		}
 	}

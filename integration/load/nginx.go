@@ -89,7 +89,7 @@ func FindNginx() string {
 	return ""
 }
 
-func (e *Env) startNginx(ctx context.Context, bin string) error {
+func (e *Env) startNginx(ctx context.Context, bin string, workers int) error {
 	dir := filepath.Join(e.dir, "nginx")
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return fmt.Errorf("start nginx: %w", err)
@@ -98,7 +98,10 @@ func (e *Env) startNginx(ctx context.Context, bin string) error {
 	if err != nil {
 		return fmt.Errorf("start nginx: %w", err)
 	}
-	cfg := NginxConfig{Dir: dir, Listen: addr, Workers: runtime.NumCPU(),
+	if workers <= 0 {
+		workers = runtime.NumCPU()
+	}
+	cfg := NginxConfig{Dir: dir, Listen: addr, Workers: workers,
 		Upstream: strings.TrimPrefix(e.LLM.URL, "http://"), User: rootUserLine()}
 	text, err := RenderNginxConfig(cfg)
 	if err != nil {

@@ -80,8 +80,9 @@ type usageError struct{ error }
 
 // common are the flags both modes share: what to start.
 type common struct {
-	cerbai string
-	nginx  string
+	cerbai       string
+	nginx        string
+	nginxWorkers int
 }
 
 func (c *common) register(fs *flag.FlagSet) {
@@ -89,10 +90,11 @@ func (c *common) register(fs *flag.FlagSet) {
 		`cerbai binary to run ("" leaves cerbai out)`)
 	fs.StringVar(&c.nginx, "nginx", "auto",
 		`nginx binary: "auto" finds it on PATH or in /usr/sbin, "" leaves nginx out`)
+	fs.IntVar(&c.nginxWorkers, "nginx-workers", 0, "nginx worker_processes (0: one per CPU)")
 }
 
 func (c *common) envConfig(withNginx bool) (load.EnvConfig, error) {
-	cfg := load.EnvConfig{CerbaiBin: c.cerbai}
+	cfg := load.EnvConfig{CerbaiBin: c.cerbai, NginxWorkers: c.nginxWorkers}
 	if c.cerbai != "" {
 		if _, err := os.Stat(c.cerbai); err != nil {
 			return cfg, usageError{fmt.Errorf("-cerbai %s: %w (build it with "+
