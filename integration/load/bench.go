@@ -85,6 +85,10 @@ type BenchReport struct {
 // RunBench measures every target, phase by phase and round by round,
 // alternating targets (and rotating who goes first) so slow drifts of the
 // machine spread over all of them. Progress lines go to progress.
+//
+// Limitation: the load generator and the fake LLM run in this process, on
+// the same cores as the proxy, so every figure is bounded by the share of
+// CPU they leave; on a busy machine (see LoadAvg) runs differ widely.
 func RunBench(ctx context.Context, targets []Target, cfg BenchConfig,
 	progress io.Writer) (*BenchReport, error) {
 	cfg.SSE.Duration = cfg.Phase

@@ -3,10 +3,12 @@ package load
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -67,7 +69,7 @@ func chat(ctx context.Context, c *http.Client, base string) error {
 // the stream's stats; a status other than 200 is an error.
 func stream(ctx context.Context, c *http.Client, base string, events int,
 	interval time.Duration, delays []time.Duration) ([]time.Duration, StreamStats, error) {
-	url := base + PathChat + "?events=" + itoa(events) + "&interval=" + interval.String()
+	url := base + PathChat + "?events=" + strconv.Itoa(events) + "&interval=" + interval.String()
 	resp, err := post(ctx, c, url, streamBody)
 	if err != nil {
 		return delays, StreamStats{}, err
@@ -101,4 +103,5 @@ func do(c *http.Client, req *http.Request) (*http.Response, error) {
 	return resp, nil
 }
 
-func itoa(n int) string { return fmt.Sprint(n) }
+// errStatus reports a response status other than 200.
+var errStatus = errors.New("unexpected status")

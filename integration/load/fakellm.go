@@ -1,7 +1,6 @@
 package load
 
 import (
-	"errors"
 	"fmt"
 	"io"
 	"log"
@@ -188,6 +187,3 @@ func appendChunk(b []byte, i int, t int64) []byte {
 	b = strconv.AppendInt(b, int64(i), 10)
 	return append(b, `"}}]}`+"\n\n"...)
 }
-
-// errStatus reports a response status other than 200.
-var errStatus = errors.New("unexpected status")
