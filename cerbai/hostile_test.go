@@ -5,13 +5,17 @@ import (
 	"bytes"
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"runtime"
 	"strconv"
 	"strings"
@@ -734,6 +738,10 @@ func hostileCases() []hostileCase {
 		{name: "allow-path lookalike", raw: get("/v10/models", authz),
 			status: 404, code: "not_found", handled: 1},
 		{name: "health is public and never forwarded", raw: get("/healthz"), status: 200},
+		{name: "readiness is public and never forwarded", raw: get("/readyz"), status: 200},
+		{name: "metrics need a key on the proxy listener", raw: get("/metrics"),
+			status: 401, code: "unauthorized", check: wwwAuthenticate},
+		{name: "metrics with a key", raw: get("/metrics", authz), status: 200},
 
 		// Smuggling and framing.
 		{name: "CL+TE: the hidden request never runs",
@@ -1096,5 +1104,136 @@ func TestHostile_ForwardedForNoneSendsNoAddress(t *testing.T) {
 		if v, ok := got[0].Header[h]; ok {
 			t.Errorf("upstream got %s %q, want none with --forwarded-for none", h, v)
 		}
+	}
+}
+
+// TestServer_LimitsAreSet: the proxy listener bounds slow header blocks,
+// idle keep-alive connections and header size, and has no WriteTimeout
+// (it would cut long streams). Limitation: the timeouts are constants of
+// minutes and seconds, so they are checked here, not waited out.
+func TestServer_LimitsAreSet(t *testing.T) {
+	a := &app{s: &settings{Config: Config{ListenAddr: "127.0.0.1:0"}},
+		log: slog.New(slog.DiscardHandler)}
+	servers, err := a.listen()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { servers[0].ln.Close() })
+	h := servers[0].http
+	if h.ReadHeaderTimeout <= 0 || h.ReadHeaderTimeout > 30*time.Second {
+		t.Errorf("got ReadHeaderTimeout %v, want set and at most 30s", h.ReadHeaderTimeout)
+	}
+	if h.IdleTimeout <= 0 || h.IdleTimeout > 5*time.Minute {
+		t.Errorf("got IdleTimeout %v, want set and at most 5m", h.IdleTimeout)
+	}
+	if h.MaxHeaderBytes != 64<<10 {
+		t.Errorf("got MaxHeaderBytes %d, want 64 KiB", h.MaxHeaderBytes)
+	}
+	if h.WriteTimeout != 0 || h.ReadTimeout != 0 {
+		t.Errorf("got WriteTimeout %v, ReadTimeout %v; want none (streams are long)",
+			h.WriteTimeout, h.ReadTimeout)
+	}
+}
+
+// TestHostile_ListenTLS: with --listen-tls-cert-file the proxy speaks TLS
+// 1.2 and 1.3 only; an older client and plain HTTP on the TLS port reach
+// nothing upstream.
+func TestHostile_ListenTLS(t *testing.T) {
+	pki := testPKI(t)
+	ts := newTokenServer(t, pki)
+	up := newRecordingUpstream(t)
+	run := startProxy(t, []string{"--listen-addr", "127.0.0.1:0",
+		"--listen-tls-cert-file", pki.ServerCertFile, "--listen-tls-key-file", pki.ServerKeyFile},
+		baseEnv(pki, ts.URL, up.srv.URL))
+	for _, c := range []struct {
+		name     string
+		min, max uint16
+		wantErr  string // "" → served
+	}{
+		{"TLS 1.3", tls.VersionTLS13, tls.VersionTLS13, ""},
+		{"TLS 1.2", tls.VersionTLS12, tls.VersionTLS12, ""},
+		{"TLS 1.1", tls.VersionTLS10, tls.VersionTLS11, "protocol version not supported"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			client := &http.Client{Timeout: guardTimeout, Transport: &http.Transport{
+				TLSClientConfig: &tls.Config{RootCAs: pki.CAPool, MinVersion: c.min,
+					MaxVersion: c.max}}}
+			t.Cleanup(client.CloseIdleConnections)
+			resp, err := client.Get("https://" + run.addr + "/v1/models")
+			switch {
+			case c.wantErr == "" && err != nil:
+				t.Fatalf("got %v, want an answer", err)
+			case c.wantErr == "":
+				resp.Body.Close()
+				if resp.StatusCode != 200 {
+					t.Errorf("got status %d, want 200", resp.StatusCode)
+				}
+			case err == nil:
+				resp.Body.Close()
+				t.Errorf("got status %d, want the handshake refused", resp.StatusCode)
+			case !strings.Contains(err.Error(), c.wantErr):
+				t.Errorf("got %v, want %q", err, c.wantErr)
+			}
+		})
+	}
+	a := rawSend(t, dialFrom(t, run.addr, ""), get("/v1/models"), "GET")
+	if a.resp != nil && a.resp.StatusCode == 200 {
+		t.Error("plain HTTP on the TLS port was served")
+	}
+	if n := len(up.requests()); n != 2 {
+		t.Errorf("upstream got %d requests, want 2 (TLS 1.3 and 1.2)", n)
+	}
+}
+
+// TestServingCert_ReloadsChangedPair: the inbound certificate is reloaded
+// when its files change (checked at most every checkEvery), and a pair
+// that does not load keeps the old one.
+func TestServingCert_ReloadsChangedPair(t *testing.T) {
+	pki := testPKI(t)
+	dir := t.TempDir()
+	certFile, keyFile := filepath.Join(dir, "tls.crt"), filepath.Join(dir, "tls.key")
+	if err := pki.IssueClient("first", certFile, keyFile); err != nil {
+		t.Fatal(err)
+	}
+	var logs bytes.Buffer
+	c, err := newServingCert(certFile, keyFile, slog.New(slog.NewJSONHandler(&logs, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	first, _ := c.get(nil)
+	leaf := func(cert *tls.Certificate) string {
+		t.Helper()
+		x, err := x509.ParseCertificate(cert.Certificate[0])
+		if err != nil {
+			t.Fatal(err)
+		}
+		return x.Subject.CommonName
+	}
+
+	if err := pki.IssueClient("second", certFile, keyFile); err != nil {
+		t.Fatal(err)
+	}
+	c.maybeReload(time.Now())
+	if got := leaf(c.cur.Load()); got != "first" {
+		t.Errorf("within checkEvery: got %q, want the first certificate kept", got)
+	}
+	now := time.Now().Add(checkEvery)
+	c.maybeReload(now)
+	if got := leaf(c.cur.Load()); got != "second" {
+		t.Errorf("after a change: got %q, want the second certificate", got)
+	}
+
+	if err := os.WriteFile(keyFile, []byte("not a key"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c.maybeReload(now.Add(checkEvery))
+	if got := leaf(c.cur.Load()); got != "second" {
+		t.Errorf("after a broken key file: got %q, want the second certificate kept", got)
+	}
+	if !strings.Contains(logs.String(), "keeping the old one") {
+		t.Errorf("no warning for the broken pair:\n%s", logs.String())
+	}
+	if leaf(first) != "first" {
+		t.Error("the first certificate changed under its holder")
 	}
 }
