@@ -19,6 +19,10 @@ func TestDemo_ServesThePrintedCommandsAndStopsCleanly(t *testing.T) {
 	addr := freeAddr(t)
 	cmd := exec.Command(demoBin, "-cerbai", cerbaiBin, "-listen", addr)
 	cmd.Env = cleanEnv()
+	// Its own process group, so cleanup can kill the demo and the cerbai
+	// it started together.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.WaitDelay = 5 * time.Second
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -28,13 +32,14 @@ func TestDemo_ServesThePrintedCommandsAndStopsCleanly(t *testing.T) {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
+	done := make(chan struct{}) // closed when the demo has exited
+	var waitErr error
+	go func() { waitErr = cmd.Wait(); close(done) }()
 	t.Cleanup(func() {
 		select {
 		case <-done:
 		default:
-			_ = cmd.Process.Kill()
+			_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
 			<-done
 		}
 		if t.Failed() {
@@ -46,10 +51,13 @@ func TestDemo_ServesThePrintedCommandsAndStopsCleanly(t *testing.T) {
 	printed := make(chan string, 1)
 	go func() {
 		var b strings.Builder
+		seenNode := false
 		sc := bufio.NewScanner(stdout)
 		for sc.Scan() {
 			b.WriteString(sc.Text() + "\n")
-			if strings.HasPrefix(sc.Text(), "node ") {
+			// The Node snippet's closing heredoc marker ends the text.
+			seenNode = seenNode || strings.HasPrefix(sc.Text(), "node ")
+			if seenNode && sc.Text() == "EOF" {
 				break
 			}
 		}
@@ -59,8 +67,8 @@ func TestDemo_ServesThePrintedCommandsAndStopsCleanly(t *testing.T) {
 	var text string
 	select {
 	case text = <-printed:
-	case err := <-done:
-		t.Fatalf("demo exited before it was ready: %v", err)
+	case <-done:
+		t.Fatalf("demo exited before it was ready: %v", waitErr)
 	case <-time.After(30 * time.Second):
 		t.Fatal("demo printed no commands within 30s")
 	}
@@ -96,9 +104,9 @@ func TestDemo_ServesThePrintedCommandsAndStopsCleanly(t *testing.T) {
 		t.Fatal(err)
 	}
 	select {
-	case err := <-done:
-		if err != nil {
-			t.Errorf("demo exited with %v after SIGTERM, want status 0", err)
+	case <-done:
+		if waitErr != nil {
+			t.Errorf("demo exited with %v after SIGTERM, want status 0", waitErr)
 		}
 	case <-time.After(60 * time.Second):
 		t.Fatal("demo still running 60s after SIGTERM")

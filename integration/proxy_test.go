@@ -94,8 +94,20 @@ func TestProxy_ChatCompletionEndToEnd(t *testing.T) {
 			t.Errorf("logs contain %q", secret)
 		}
 	}
-	if !hasLog(p.logs(), "incoming request") {
+	logs := p.logs()
+	if !hasLog(logs, "incoming request") {
 		t.Error(`no "incoming request" log line: want debug logs (--log-level beats env)`)
+	}
+	for _, msg := range []string{"starting cerbai", "config loaded", "token refreshed",
+		"starting proxy server"} {
+		if !hasLog(logs, msg) {
+			t.Errorf("no %q log line", msg)
+		}
+	}
+	for _, l := range logs {
+		if l["msg"] == "starting cerbai" && l["version"] != testVersion {
+			t.Errorf("got version %v in the start line, want %s", l["version"], testVersion)
+		}
 	}
 }
 
