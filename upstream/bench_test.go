@@ -139,7 +139,7 @@ func BenchmarkCopy_Stream(b *testing.B) {
 	const perOp = 100
 	for i := 0; i < b.N; i += perOp {
 		src.left = min(perOp, b.N-i)
-		if _, _, err := copyBody(io.Discard, src, nopFlusher{}, idle, time.Hour); err != nil {
+		if _, _, err := copyBody(io.Discard, src, streamBufs, nopFlusher{}, idle, time.Hour); err != nil {
 			b.Fatal(err)
 		}
 	}
@@ -156,7 +156,7 @@ func BenchmarkCopy_Bulk(b *testing.B) {
 	b.ReportAllocs()
 	for b.Loop() {
 		rd.Reset(data)
-		if _, _, err := copyBody(io.Discard, src, nil, idle, time.Hour); err != nil {
+		if _, _, err := copyBody(io.Discard, src, largeBufs, nil, idle, time.Hour); err != nil {
 			b.Fatal(err)
 		}
 	}

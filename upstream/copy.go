@@ -10,22 +10,44 @@ import (
 	"time"
 )
 
-// Buffer sizes of the copy loop. An event stream spends most of its life
-// waiting, holding its buffer, so it gets a small one (an OpenAI chunk is a
-// few hundred bytes); a body with a declared length is bulk and gets a
-// larger one, for fewer system calls.
+// Buffer sizes of the copy loop, chosen with the load tool (make bench).
+// An event stream spends most of its life waiting, holding its buffer, so
+// it gets a small one (an OpenAI chunk is a few hundred bytes; a larger
+// event takes two reads). A body with a declared length is bulk: up to
+// 32 KiB it gets a buffer that holds it whole; beyond, a large one, since
+// fewer, larger system calls raised large-body throughput from about 0.33×
+// to about 0.45× of a direct download on a 2-core machine.
 const (
-	streamBufSize = 4 << 10
+	streamBufSize = 2 << 10
 	bulkBufSize   = 32 << 10
+	largeBufSize  = 256 << 10
 )
 
-// Limitation: a stream holds its 4 KiB buffer while it waits for the next
+// Limitation: a stream holds its 2 KiB buffer while it waits for the next
 // event; Go offers no way to wait for a body to become readable without
 // reading into something.
 var (
-	streamBufs = sync.Pool{New: func() any { b := make([]byte, streamBufSize); return &b }}
-	bulkBufs   = sync.Pool{New: func() any { b := make([]byte, bulkBufSize); return &b }}
+	streamBufs = newBufPool(streamBufSize)
+	bulkBufs   = newBufPool(bulkBufSize)
+	largeBufs  = newBufPool(largeBufSize)
 )
+
+func newBufPool(size int) *sync.Pool {
+	return &sync.Pool{New: func() any { b := make([]byte, size); return &b }}
+}
+
+// bufPool picks the buffers for a response body: small for streams, large
+// only for bodies that need it.
+func bufPool(stream bool, contentLength int64) *sync.Pool {
+	switch {
+	case stream:
+		return streamBufs
+	case contentLength > bulkBufSize:
+		return largeBufs
+	default:
+		return bulkBufs
+	}
+}
 
 // copyResponse sends the upstream's status, headers, body and trailers to
 // the client.
@@ -55,7 +77,8 @@ func (p *Proxy) copyResponse(ex *exchange, resp *http.Response) {
 	}
 	p.stats.activeStreams.Add(1)
 	defer p.stats.activeStreams.Add(-1) // after the outcome is counted
-	n, upstreamSide, err := copyBody(ex.w, resp.Body, fl, ex.idle, p.idle)
+	pool := bufPool(fl != nil, resp.ContentLength)
+	n, upstreamSide, err := copyBody(ex.w, resp.Body, pool, fl, ex.idle, p.idle)
 	ex.bytesOut = n
 
 	switch {
@@ -82,16 +105,13 @@ func (p *Proxy) copyResponse(ex *exchange, resp *http.Response) {
 type flusher interface{ Flush() error }
 
 // copyBody copies src to w until src ends (err nil) or either side fails;
-// upstream reports whether the failure was reading src. fl, when not nil,
+// upstream reports whether the failure was reading src. Its buffer comes
+// from pool. fl, when not nil,
 // is flushed after each write. idle, when not nil, is reset to d after
 // each read that delivered something. The first error ends the copy and
 // is what the caller sees.
-func copyBody(w io.Writer, src io.Reader, fl flusher, idle *time.Timer,
+func copyBody(w io.Writer, src io.Reader, pool *sync.Pool, fl flusher, idle *time.Timer,
 	d time.Duration) (written int64, upstream bool, err error) {
-	pool := &bulkBufs
-	if fl != nil {
-		pool = &streamBufs
-	}
 	bp := pool.Get().(*[]byte)
 	defer pool.Put(bp)
 	buf := *bp

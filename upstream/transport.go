@@ -44,6 +44,9 @@ const (
 	idlePoolSize = 1024
 )
 
+// connBufSize is the read and write buffer of each upstream connection.
+const connBufSize = 1 << 10
+
 // NewTransport builds the one shared transport the proxy sends on: a
 // keep-alive pool sized for a proxy, dial, TLS and response-header
 // timeouts, HTTP/2 to TLS upstreams, proxy from the environment, and no
@@ -76,6 +79,13 @@ func NewTransport(cfg TransportConfig) (*http.Transport, error) {
 		ResponseHeaderTimeout:  cfg.ResponseHeaderTimeout,
 		ExpectContinueTimeout:  time.Second,
 		MaxResponseHeaderBytes: cfg.MaxResponseHeaderBytes,
+		// Small connection buffers: each open stream holds both for its
+		// whole life. Bodies bypass them (the copy loop reads with a
+		// larger buffer), so they cost at most an extra system call for
+		// long response headers or a mid-sized request; measured with the
+		// load tool, they cut memory per idle stream by about 6 KiB.
+		ReadBufferSize:  connBufSize,
+		WriteBufferSize: connBufSize,
 		// Without this Go asks for gzip itself and unpacks the answer,
 		// changing the bytes and dropping Content-Length.
 		DisableCompression: true,
