@@ -319,3 +319,40 @@ func hasLog(logs []map[string]any, msg string) bool {
 	}
 	return false
 }
+
+func TestTokens_ServiceDownWhileTokenUsableFailsNothing(t *testing.T) {
+	// Fresh for 2s (the TTL), usable for about 9s (the 10s lifetime less
+	// skew): an outage after the refresh-ahead point must not show.
+	f := newFixture(t, fake.TokenServerOptions{ExpiresIn: 10}, fake.LLMOptions{})
+	p := startCerbai(t, nil, f.args("--token-cache-ttl", "2s", "--log-level", "info")...)
+	if err := f.ts.Wait(1, 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	load := startLoad([]*proc{p}, 4)
+	defer load.halt()
+	load.waitOK(t, 20, "token service up")
+
+	// Down: refreshes fail (the server still counts them), requests go on
+	// with the cached token.
+	f.ts.SetDown(true)
+	down := f.ts.Count()
+	if err := f.ts.Wait(down+2, 20*time.Second); err != nil {
+		t.Fatalf("want refresh attempts while down: %v", err)
+	}
+	load.waitOK(t, 20, "token service down")
+
+	// Up again: the next attempt gets tok-2 and requests carry it.
+	f.ts.SetDown(false)
+	eventually(t, 30*time.Second, "a new token after recovery", func() bool {
+		return len(f.ts.Tokens()) == 2
+	})
+	eventually(t, 10*time.Second, "requests carry tok-2", func() bool {
+		reqs := f.llm.Requests()
+		return reqs[len(reqs)-1].Header.Get("Authorization") == bearer("tok-2")
+	})
+	load.halt()
+	if n := load.failed.Load(); n != 0 {
+		t.Errorf("got %d failed requests of %d, want 0; first: %v",
+			n, n+load.ok.Load(), load.firstFail.Load())
+	}
+}

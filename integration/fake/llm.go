@@ -38,7 +38,8 @@ type LLMOptions struct {
 // (JSON, or SSE with "stream": true) and GET .../models under any base path
 // (/v1/..., /openai/v1/...). The completion echoes the last user message.
 // Each SSE event carries "sent_unix_nano", the moment it was written, so a
-// client can measure delivery delay.
+// client can measure delivery delay. Limitation: every request is kept in
+// memory (Requests), bodies included, for the life of the LLM.
 type LLM struct {
 	URL string // http://127.0.0.1:port, no trailing slash
 

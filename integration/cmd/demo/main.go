@@ -217,7 +217,8 @@ curl -sS {BASE}/v1/chat/completions \
 # Streaming (server-sent events, unbuffered)
 curl -sSN {BASE}/v1/chat/completions \
   -H 'Authorization: Bearer {KEY}' -H 'Content-Type: application/json' \
-  -d '{"model":"fake-model","stream":true,"messages":[{"role":"user","content":"Hello through cerbai"}]}'
+  -d '{"model":"fake-model","stream":true,
+       "messages":[{"role":"user","content":"Hello through cerbai"}]}'
 
 # OpenAI Python SDK (pip install openai)
 python3 - <<'EOF'
