@@ -37,9 +37,9 @@ type exchange struct {
 	body       bodyReader
 	replay     []byte // the whole body when replayable
 	replayable bool
-	outLen     int64     // outbound Content-Length, -1 unknown
-	stream     io.Reader // the body when not replayable
-	rbody      replayBody
+	outLen     int64        // outbound Content-Length, -1 unknown
+	stream     io.Reader    // the body when not replayable
+	rbody      bytes.Reader // the first send's body over the replay buffer
 
 	url     url.URL
 	ob      outboundHeaders
@@ -201,8 +201,11 @@ func (ex *exchange) getBody() (io.ReadCloser, error) {
 func (ex *exchange) firstBody() io.ReadCloser {
 	switch {
 	case ex.replay != nil:
+		// io.NopCloser over a *bytes.Reader is a body net/http knows to be
+		// in memory, so it writes headers and body in one system call;
+		// any other type has its headers flushed first, costing a write.
 		ex.rbody.Reset(ex.replay)
-		return &ex.rbody
+		return io.NopCloser(&ex.rbody)
 	case ex.stream == io.Reader(&ex.body):
 		return &ex.body
 	case ex.stream != nil:
@@ -445,11 +448,6 @@ func (b *bodyReader) Read(p []byte) (int, error) {
 }
 
 func (b *bodyReader) Close() error { return b.rc.Close() }
-
-// replayBody is the first send's body over the replay buffer.
-type replayBody struct{ bytes.Reader }
-
-func (*replayBody) Close() error { return nil }
 
 type readCloser struct {
 	io.Reader
