@@ -330,6 +330,11 @@ func rawSend(t *testing.T, c net.Conn, raw, method string) rawAnswer {
 		// the answer is still there to read.
 		t.Logf("write: %v", err)
 	}
+	return readAnswer(c, method)
+}
+
+// readAnswer reads one answer to a request of method from c.
+func readAnswer(c net.Conn, method string) rawAnswer {
 	a := rawAnswer{br: bufio.NewReader(c)}
 	a.resp, a.err = http.ReadResponse(a.br, &http.Request{Method: method})
 	if a.err != nil {
@@ -1235,5 +1240,102 @@ func TestServingCert_ReloadsChangedPair(t *testing.T) {
 	}
 	if leaf(first) != "first" {
 		t.Error("the first certificate changed under its holder")
+	}
+}
+
+// TestHostile_RefusedRequestsDoNotWaitForTheirBody: a request cerbai
+// refuses without reading its body is answered at once and its connection
+// closed. Otherwise Go's server first reads the unread body (up to 256
+// KiB) with no deadline, so a client without a key that declares a body
+// and never sends it holds a connection and a goroutine for as long as it
+// likes.
+func TestHostile_RefusedRequestsDoNotWaitForTheirBody(t *testing.T) {
+	env, _ := startHostile(t)
+	withheld := func(method, target string, headers ...string) string {
+		return method + " " + target + " HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n" +
+			strings.Join(headers, "") + "\r\n" // and no body
+	}
+	cases := []struct {
+		name, raw string
+		status    int
+		code      string
+	}{
+		{"no key", withheld("POST", "/v1/chat/completions"), 401, "unauthorized"},
+		{"malformed target", withheld("POST", "/v1/../x", authz), 400, "invalid_request"},
+		{"method", withheld("BREW", "/v1/models", authz), 405, "method_not_allowed"},
+		{"allow-path miss", withheld("POST", "/admin", authz), 404, "not_found"},
+		{"metrics without a key", withheld("POST", "/metrics"), 401, "unauthorized"},
+		{"health", withheld("POST", "/healthz"), 200, ""},
+	}
+	// All requests go out at once and are read at once, so a failure costs
+	// one deadline, not one per case.
+	type outcome struct {
+		a          rawAnswer
+		rest       []byte
+		restErr    error
+		stayedOpen bool
+	}
+	got := make([]outcome, len(cases))
+	var wg sync.WaitGroup
+	for i, c := range cases {
+		conn := dialFrom(t, env.run.addr, "")
+		if _, err := io.WriteString(conn, c.raw); err != nil {
+			t.Fatal(err)
+		}
+		wg.Go(func() {
+			o := &got[i]
+			if o.a = readAnswer(conn, "POST"); o.a.resp == nil {
+				return
+			}
+			o.rest, o.restErr = io.ReadAll(o.a.br)
+			var ne net.Error
+			o.stayedOpen = errors.As(o.restErr, &ne) && ne.Timeout()
+		})
+	}
+	wg.Wait()
+	for i, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			o := got[i]
+			if o.a.resp == nil {
+				t.Fatalf("got no answer (%v), want %d at once", o.a.err, c.status)
+			}
+			if c.code != "" {
+				checkCerbaiError(t, o.a.resp, o.a.body, c.status, c.code)
+			} else if o.a.resp.StatusCode != c.status {
+				t.Errorf("got status %d, want %d", o.a.resp.StatusCode, c.status)
+			}
+			if o.stayedOpen || len(o.rest) > 0 {
+				t.Errorf("after the answer: got %q, %v; want the connection closed",
+					o.rest, o.restErr)
+			}
+		})
+	}
+}
+
+// TestHostile_HTTP10TransferEncodingClosesConnection: Go's server ignores
+// (and removes) Transfer-Encoding on an HTTP/1.0 request and frames it by
+// Content-Length, while RFC 9112 §6.1 requires such a message to be
+// treated as faulty framing and its connection closed. A front proxy that
+// frames it as chunked would send its next request on the connection,
+// which cerbai would read as this request's body and forward upstream:
+// another client's request, proxy key included, captured into the
+// attacker's prompt. cerbai cannot see the removed header, so it must not
+// keep any HTTP/1.0 connection open.
+func TestHostile_HTTP10TransferEncodingClosesConnection(t *testing.T) {
+	env, _ := startHostile(t)
+	body := "0\r\n\r\n" + "GET /v1/captured HTTP/1.1\r\nHost: x\r\n"
+	raw := "POST /v1/chat/completions HTTP/1.0\r\nHost: x\r\n" + authz +
+		"Connection: keep-alive\r\nTransfer-Encoding: chunked\r\n" +
+		"Content-Length: " + strconv.Itoa(len(body)) + "\r\n\r\n" + body
+	a := rawSend(t, dialFrom(t, env.run.addr, ""), raw, "POST")
+	if a.resp == nil {
+		t.Fatalf("got no answer (%v)", a.err)
+	}
+	if a.resp.StatusCode != 200 && a.resp.StatusCode != 400 {
+		t.Errorf("got status %d, want 200 (or 400 refusing it)", a.resp.StatusCode)
+	}
+	if !a.resp.Close {
+		t.Error("got a keep-alive answer to HTTP/1.0 with Transfer-Encoding, " +
+			"want Connection: close")
 	}
 }
