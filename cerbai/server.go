@@ -302,7 +302,7 @@ func logConfig(log *slog.Logger, s *settings) {
 	}
 	log.Info("config loaded",
 		"listen_addr", s.ListenAddr, "admin_addr", s.AdminAddr, "llm_url", s.llmURL.String(),
-		"token_endpoint", s.TokenURL, "client_id", s.ClientID, "client_secret", secretFrom,
+		"token_endpoint", s.TokenURL, "client_id", s.ClientID, "client_secret_from", secretFrom,
 		"token_auth_method", s.AuthMethod, "token_scope", s.Scope,
 		"token_audience", s.Audience, "token_params", paramKeys,
 		"tls_cert_file", s.CertFile, "tls_key_file", s.KeyFile, "tls_ca_file", s.CAFile,
