@@ -271,6 +271,7 @@ type rawLLM struct {
 	conns       []net.Conn
 	forever     atomic.Int64  // header bytes the endless-headers answer wrote
 	foreverDone chan struct{} // closed when it stops writing
+	foreverOnce sync.Once
 }
 
 func newRawLLM(t *testing.T) *rawLLM {
@@ -361,7 +362,7 @@ func (l *rawLLM) answer(c net.Conn, br *bufio.Reader, path string) bool {
 				break
 			}
 		}
-		close(l.foreverDone)
+		l.foreverOnce.Do(func() { close(l.foreverDone) })
 	case "huge": // one 1 MiB header line
 		_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nX-Huge: "+strings.Repeat("a", 1<<20)+
 			"\r\nContent-Length: 0\r\n\r\n")
