@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/base64"
 	"encoding/binary"
 	"encoding/hex"
 	"errors"
@@ -253,7 +254,7 @@ func (c *Client) fetch(ctx context.Context) (Token, error) {
 	if err != nil {
 		var oe *OAuthError
 		if errors.As(err, &oe) {
-			oe.scrub(c.cfg.ClientSecret.Reveal())
+			oe.scrub(c.secretForms()...)
 		}
 		return Token{}, err
 	}
@@ -266,6 +267,22 @@ func (c *Client) fetch(ctx context.Context) (Token, error) {
 }
 
 // form is the token request body, fields in a fixed order.
+// secretForms lists the client secret as it may come back in an error
+// body: as sent in the form, the Basic credential, and raw.
+func (c *Client) secretForms() []string {
+	secret := c.cfg.ClientSecret.Reveal()
+	if secret == "" {
+		return nil
+	}
+	basic := url.QueryEscape(c.cfg.ClientID) + ":" + url.QueryEscape(secret)
+	return []string{
+		base64.StdEncoding.EncodeToString([]byte(basic)),
+		base64.RawStdEncoding.EncodeToString([]byte(basic)),
+		url.QueryEscape(secret),
+		secret,
+	}
+}
+
 func (c *Client) form() string {
 	var b strings.Builder
 	add := func(k, v string) {

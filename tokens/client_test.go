@@ -3,9 +3,11 @@ package tokens
 import (
 	"bytes"
 	"context"
+	"encoding/base64"
 	"errors"
 	"log/slog"
 	"net/http"
+	"net/url"
 	"os"
 	"strings"
 	"testing"
@@ -273,5 +275,33 @@ func TestClient_CertificateRotation(t *testing.T) {
 	fetchCN("cert-four")
 	if n := strings.Count(logs.String(), "client certificate reloaded"); n != 2 {
 		t.Errorf("got %d reload messages, want 2; logs: %s", n, logs.String())
+	}
+}
+
+func TestClient_OAuthErrorMasksTheBasicCredential(t *testing.T) {
+	ts := newTokenServer(t, newTestPKI(t))
+	cfg := ts.clientConfig(t, "cerbai-client")
+	cfg.ClientSecret = "s3cret with spaces&="
+	basic := url.QueryEscape(cfg.ClientID) + ":" + url.QueryEscape(cfg.ClientSecret.Reveal())
+	echoed := []string{
+		base64.StdEncoding.EncodeToString([]byte(basic)),
+		url.QueryEscape(cfg.ClientSecret.Reveal()),
+	}
+	ts.setRespond(func(w http.ResponseWriter, _ int) {
+		w.WriteHeader(http.StatusUnauthorized)
+		_, _ = w.Write([]byte(`{"error":"invalid_client","error_description":"rejected Basic ` +
+			echoed[0] + ` and form secret ` + echoed[1] + `"}`))
+	})
+	_, err := newTestClient(t, cfg).Fetch(context.Background(), Token{})
+	if err == nil {
+		t.Fatal("got no error, want the token service's")
+	}
+	for _, e := range echoed {
+		if strings.Contains(err.Error(), e) {
+			t.Errorf("error %q holds %q, a form of the client secret", err, e)
+		}
+	}
+	if !strings.Contains(err.Error(), "rejected Basic [redacted]") {
+		t.Errorf("error %q: want the credential replaced by [redacted]", err)
 	}
 }

@@ -31,11 +31,15 @@ func (e *OAuthError) Error() string {
 
 const maxErrorField = 200
 
-// scrub makes the fields safe to log: printable ASCII, bounded, no secret.
-func (e *OAuthError) scrub(secret string) {
+// scrub makes the fields safe to log: printable ASCII, bounded, and none
+// of the secrets, each a form the secret may take on the wire (raw,
+// form-encoded, inside a Basic credential).
+func (e *OAuthError) scrub(secrets ...string) {
 	clean := func(s string) string {
-		if secret != "" {
-			s = strings.ReplaceAll(s, secret, Redacted)
+		for _, secret := range secrets {
+			if secret != "" {
+				s = strings.ReplaceAll(s, secret, Redacted)
+			}
 		}
 		s = strings.Map(func(r rune) rune {
 			if r < 0x20 || r > 0x7e {
