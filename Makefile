@@ -31,7 +31,7 @@ demo: build
 
 ## golden: rewrite the golden files of every package that has them
 golden:
-	$(GO) test ./cerbai/ ./tokens/ ./upstream/ ./health/ -update
+	$(GO) test ./cerbai/ ./tokens/ ./upstream/ ./health/ ./integration/load/ -update
 
 ## fuzz: each fuzz target for a short time in turn (FUZZTIME=30s for longer)
 FUZZTIME ?= 10s

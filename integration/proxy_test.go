@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/base64"
 	"net"
+	"net/http"
 	"net/url"
 	"strconv"
 	"strings"
@@ -354,5 +355,53 @@ func TestTokens_ServiceDownWhileTokenUsableFailsNothing(t *testing.T) {
 	if n := load.failed.Load(); n != 0 {
 		t.Errorf("got %d failed requests of %d, want 0; first: %v",
 			n, n+load.ok.Load(), load.firstFail.Load())
+	}
+}
+
+func TestTokens_ServiceDownPastUsabilityGives503ThenRecovers(t *testing.T) {
+	// A 4s lifetime is usable for 3.6s (skew 0.4s): an outage outlasts it.
+	f := newFixture(t, fake.TokenServerOptions{ExpiresIn: 4}, fake.LLMOptions{})
+	p := startCerbai(t, nil, f.args("--token-cache-ttl", "1s", "--token-wait", "1s")...)
+	if err := f.ts.Wait(1, 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	f.ts.SetDown(true)
+	ready := func() int {
+		resp, err := http.Get(p.base + "/readyz")
+		if err != nil {
+			return 0
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	eventually(t, 30*time.Second, "readiness reports no usable token", func() bool {
+		return ready() == http.StatusServiceUnavailable
+	})
+
+	// No usable token: every request gets a 503 of its own, and none of
+	// them reaches the LLM with an expired token.
+	sent := len(f.llm.Requests())
+	for i := range 5 {
+		resp := chat(t, context.Background(), p.base, chatBody(false, "x"))
+		if code := errorCode(t, resp); resp.StatusCode != 503 || code != "token_unavailable" {
+			t.Fatalf("request %d: got %d %q, want 503 token_unavailable", i, resp.StatusCode, code)
+		}
+	}
+	if n := len(f.llm.Requests()); n != sent {
+		t.Errorf("the LLM got %d requests while no token was usable, want 0", n-sent)
+	}
+
+	// The first successful fetch ends it.
+	f.ts.SetDown(false)
+	eventually(t, 90*time.Second, "a request succeeds after recovery", func() bool {
+		resp, err := chatErr(context.Background(), p.base, chatBody(false, "y"))
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == 200
+	})
+	if got := ready(); got != http.StatusOK {
+		t.Errorf("readiness after recovery: got %d, want 200", got)
 	}
 }
