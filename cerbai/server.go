@@ -238,6 +238,13 @@ func (a *app) routes(withMetrics bool) http.Handler {
 	live := health.Liveness()
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.RequestURI {
+		case "/healthz", "/readyz", "/metrics":
+			// Answered here without reading a body: the same framing
+			// rules as the forwarder's.
+			upstream.CloseIfAmbiguous(w, r)
+			upstream.RefuseBody(w, r)
+		}
+		switch r.RequestURI {
 		case "/healthz":
 			live.ServeHTTP(w, r)
 		case "/readyz":

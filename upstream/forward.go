@@ -69,8 +69,35 @@ func (p *Proxy) newExchange(w http.ResponseWriter, r *http.Request) *exchange {
 // fail answers with cerbai's error body and returns false, for admit.
 func (ex *exchange) fail(status int, code, msg string) bool {
 	ex.status = status
+	RefuseBody(ex.w, ex.r)
 	WriteError(ex.w, status, code, msg)
 	return false
+}
+
+// RefuseBody prepares an answer to a request whose body will not be read:
+// the connection closes after the answer, and the server does not wait
+// for the body first. Without it Go's server reads up to 256 KiB of the
+// unread body before answering, with no deadline, so a client without a
+// key could hold a connection by declaring a body and never sending it.
+func RefuseBody(w http.ResponseWriter, r *http.Request) {
+	if r.ProtoMajor != 1 || r.ContentLength == 0 {
+		return
+	}
+	w.Header().Set("Connection", "close")
+	_ = http.NewResponseController(w).SetReadDeadline(time.Now())
+}
+
+// CloseIfAmbiguous closes an HTTP/1 connection after the answer when the
+// request's framing could be read differently by a proxy in front:
+// Go's server lets Transfer-Encoding win over a Content-Length in the same
+// request and drops the Content-Length before a handler sees it, so any
+// chunked request closes its connection, and so does HTTP/1.0 (whose
+// Transfer-Encoding Go ignores, framing by Content-Length, where RFC 9112
+// §6.1 says to close).
+func CloseIfAmbiguous(w http.ResponseWriter, r *http.Request) {
+	if r.ProtoMajor == 1 && (len(r.TransferEncoding) > 0 || r.ProtoMinor == 0) {
+		w.Header().Set("Connection", "close")
+	}
 }
 
 // idleTimedOut reports whether the idle timer ended the upstream request:

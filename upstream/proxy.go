@@ -207,14 +207,9 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	ex := p.newExchange(w, r)
 	defer p.finish(ex)
 
-	// Go's server lets Transfer-Encoding win over a Content-Length in the
-	// same request and keeps the connection open, so bytes a front proxy
-	// framed by Content-Length would be served as a second request. The
-	// server drops Content-Length before we see it, so we cannot tell the
-	// two apart: any chunked HTTP/1 request closes its connection.
-	if r.ProtoMajor == 1 && len(r.TransferEncoding) > 0 {
-		w.Header().Set("Connection", "close")
-	}
+	// Bytes a front proxy framed differently must never be served as a
+	// second request on this connection.
+	CloseIfAmbiguous(w, r)
 	if p.log.Enabled(r.Context(), slog.LevelDebug) {
 		p.log.LogAttrs(r.Context(), slog.LevelDebug, "incoming request",
 			slog.String("request_id", ex.reqID), slog.String("method", r.Method),
@@ -222,6 +217,11 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	if p.admit(ex) {
 		p.forward(ex)
+	}
+	if ex.status == statusClientGone {
+		// Nothing was answered: without this the server would complete
+		// an empty 200 for a request that was never forwarded.
+		panic(http.ErrAbortHandler)
 	}
 }
 
