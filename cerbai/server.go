@@ -70,7 +70,11 @@ func serve(ctx context.Context, s *settings, environ map[string]string, stdout i
 		log.Error("cannot listen", "error", err)
 		return exitFail
 	}
-	log.Info("starting proxy server", "addr", servers[0].addr, "tls", s.ListenCert != "")
+	attrs := []any{"addr", servers[0].addr, "tls", s.ListenCert != ""}
+	for _, srv := range servers[1:] {
+		attrs = append(attrs, srv.role+"_addr", srv.addr)
+	}
+	log.Info("starting proxy server", attrs...)
 	if err := a.notify.notify("READY=1"); err != nil {
 		log.Warn("systemd notify failed", "error", err)
 	}
@@ -176,6 +180,7 @@ func build(ctx context.Context, s *settings, log *slog.Logger) (*app, error) {
 
 // server is one listener and the http.Server on it.
 type server struct {
+	role string // "proxy", "admin" or "debug"
 	addr string
 	ln   net.Listener
 	http *http.Server
@@ -189,7 +194,7 @@ func (s *server) serve() error { return s.http.Serve(s.ln) }
 // The proxy listener comes first.
 func (a *app) listen() ([]*server, error) {
 	var servers []*server
-	open := func(addr string, h http.Handler, tlsConf *tls.Config) error {
+	open := func(role, addr string, h http.Handler, tlsConf *tls.Config) error {
 		ln, err := net.Listen("tcp", addr)
 		if err != nil {
 			return err
@@ -197,14 +202,15 @@ func (a *app) listen() ([]*server, error) {
 		if tlsConf != nil {
 			ln = tls.NewListener(ln, tlsConf)
 		}
-		servers = append(servers, &server{addr: ln.Addr().String(), ln: ln, http: &http.Server{
-			Handler:           h,
-			ReadHeaderTimeout: readHeaderTimeout,
-			IdleTimeout:       idleTimeout,
-			MaxHeaderBytes:    maxHeaderBytes,
-			// Lines Go's server logs (bad handshakes, say) are client-caused.
-			ErrorLog: slog.NewLogLogger(a.log.Handler(), slog.LevelDebug),
-		}})
+		servers = append(servers, &server{role: role, addr: ln.Addr().String(), ln: ln,
+			http: &http.Server{
+				Handler:           h,
+				ReadHeaderTimeout: readHeaderTimeout,
+				IdleTimeout:       idleTimeout,
+				MaxHeaderBytes:    maxHeaderBytes,
+				// Lines Go's server logs (bad handshakes, say) are client-caused.
+				ErrorLog: slog.NewLogLogger(a.log.Handler(), slog.LevelDebug),
+			}})
 		return nil
 	}
 	var tlsConf *tls.Config
@@ -215,12 +221,12 @@ func (a *app) listen() ([]*server, error) {
 		}
 		tlsConf = &tls.Config{MinVersion: tls.VersionTLS12, GetCertificate: r.get}
 	}
-	err := open(a.s.ListenAddr, a.routes(a.s.AdminAddr == ""), tlsConf)
+	err := open("proxy", a.s.ListenAddr, a.routes(a.s.AdminAddr == ""), tlsConf)
 	if err == nil && a.s.AdminAddr != "" {
-		err = open(a.s.AdminAddr, a.adminRoutes(), nil)
+		err = open("admin", a.s.AdminAddr, a.adminRoutes(), nil)
 	}
 	if err == nil && a.s.DebugAddr != "" {
-		err = open(a.s.DebugAddr, debugRoutes(), nil)
+		err = open("debug", a.s.DebugAddr, debugRoutes(), nil)
 	}
 	if err != nil {
 		for _, s := range servers {

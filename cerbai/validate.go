@@ -293,7 +293,8 @@ func (c *checker) listeners(s *settings) {
 	if s.AdminAddr != "" {
 		if _, _, err := net.SplitHostPort(s.AdminAddr); err != nil {
 			c.addf("admin-addr", "want host:port, got %q", s.AdminAddr)
-		} else if s.AdminAddr == s.ListenAddr {
+		} else if _, port, _ := net.SplitHostPort(s.AdminAddr); s.AdminAddr == s.ListenAddr &&
+			port != "0" {
 			c.addf("admin-addr", "must differ from --listen-addr")
 		}
 	}
