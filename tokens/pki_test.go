@@ -1,16 +1,9 @@
 package tokens
 
 import (
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/json"
-	"encoding/pem"
-	"math/big"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -18,96 +11,55 @@ import (
 	"path/filepath"
 	"strconv"
 	"sync"
-	"sync/atomic"
 	"testing"
-	"time"
+
+	"github.com/cerbai/cerbai/integration/fake"
 )
 
-// testPKI is a throwaway CA that issues the token server's and the
-// clients' certificates (ECDSA P-256), written as PEM into t.TempDir().
+// testPKI is the shared test PKI (a throwaway CA, a server certificate for
+// 127.0.0.1 and client certificates, ECDSA P-256, PEM files in
+// t.TempDir()), with the helpers these tests use.
 type testPKI struct {
+	*fake.PKI
 	dir    string
-	cert   *x509.Certificate
-	key    *ecdsa.PrivateKey
 	pool   *x509.CertPool
 	caFile string
-	serial atomic.Int64
 }
 
 func newTestPKI(t *testing.T) *testPKI {
 	t.Helper()
-	p := &testPKI{dir: t.TempDir()}
-	p.key = newKey(t)
-	tmpl := &x509.Certificate{
-		SerialNumber:          big.NewInt(1),
-		Subject:               pkix.Name{CommonName: "cerbai test CA"},
-		NotBefore:             time.Now().Add(-time.Hour),
-		NotAfter:              time.Now().Add(24 * time.Hour),
-		IsCA:                  true,
-		BasicConstraintsValid: true,
-		KeyUsage:              x509.KeyUsageCertSign,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &p.key.PublicKey, p.key)
+	p, err := fake.NewPKI(t.TempDir())
 	if err != nil {
 		t.Fatal(err)
 	}
-	if p.cert, err = x509.ParseCertificate(der); err != nil {
-		t.Fatal(err)
-	}
-	p.pool = x509.NewCertPool()
-	p.pool.AddCert(p.cert)
-	p.caFile = p.write(t, "ca.pem", pemBlock("CERTIFICATE", der))
-	p.serial.Store(1)
-	return p
+	return &testPKI{PKI: p, dir: p.Dir, pool: p.CAPool, caFile: p.CAFile}
 }
 
-func newKey(t *testing.T) *ecdsa.PrivateKey {
-	t.Helper()
-	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return k
-}
-
-func pemBlock(typ string, der []byte) []byte {
-	return pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der})
-}
-
-// issue returns a certificate and key (PEM) for cn, for a server on
-// 127.0.0.1 or for a client.
+// issue returns a certificate and key (PEM) for cn: a client certificate,
+// or with server the PKI's certificate for 127.0.0.1.
 func (p *testPKI) issue(t *testing.T, cn string, server bool) (certPEM, keyPEM []byte) {
 	t.Helper()
-	key := newKey(t)
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(p.serial.Add(1)),
-		Subject:      pkix.Name{CommonName: cn},
-		NotBefore:    time.Now().Add(-time.Hour),
-		NotAfter:     time.Now().Add(24 * time.Hour),
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
-	}
 	if server {
-		tmpl.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}
-		tmpl.IPAddresses = []net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback}
+		return readFile(t, p.ServerCertFile), readFile(t, p.ServerKeyFile)
 	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, p.cert, &key.PublicKey, p.key)
-	if err != nil {
+	// Files of their own, so issuing never touches a pair a client uses.
+	dir := t.TempDir()
+	certFile, keyFile := filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
+	if err := p.IssueClient(cn, certFile, keyFile); err != nil {
 		t.Fatal(err)
 	}
-	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return pemBlock("CERTIFICATE", der), pemBlock("PRIVATE KEY", keyDER)
+	return readFile(t, certFile), readFile(t, keyFile)
 }
 
 // clientFiles issues a client certificate for cn and writes it to
 // cn.crt and cn.key, returning the paths.
 func (p *testPKI) clientFiles(t *testing.T, cn string) (certFile, keyFile string) {
 	t.Helper()
-	c, k := p.issue(t, cn, false)
-	return p.write(t, cn+".crt", c), p.write(t, cn+".key", k)
+	certFile, keyFile = filepath.Join(p.dir, cn+".crt"), filepath.Join(p.dir, cn+".key")
+	if err := p.IssueClient(cn, certFile, keyFile); err != nil {
+		t.Fatal(err)
+	}
+	return certFile, keyFile
 }
 
 func (p *testPKI) write(t *testing.T, name string, data []byte) string {
@@ -117,6 +69,15 @@ func (p *testPKI) write(t *testing.T, name string, data []byte) string {
 		t.Fatal(err)
 	}
 	return path
+}
+
+func readFile(t *testing.T, path string) []byte {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
 }
 
 // seenRequest is a token request as the token server received it.
@@ -140,7 +101,7 @@ type tokenServer struct {
 func newTokenServer(t *testing.T, p *testPKI) *tokenServer {
 	t.Helper()
 	ts := &tokenServer{pki: p, respond: respondToken(3600)}
-	certPEM, keyPEM := p.issue(t, "token-server", true)
+	certPEM, keyPEM := p.issue(t, "", true)
 	pair, err := tls.X509KeyPair(certPEM, keyPEM)
 	if err != nil {
 		t.Fatal(err)

@@ -2,17 +2,10 @@ package upstream
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"errors"
 	"io"
 	"log"
-	"math/big"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -22,6 +15,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/cerbai/cerbai/integration/fake"
 )
 
 func TestNewTransport_Defaults(t *testing.T) {
@@ -75,75 +70,15 @@ func TestNewTransport_BadFiles(t *testing.T) {
 	}
 }
 
-// testPKI is a CA with a server certificate for 127.0.0.1 and a client
-// certificate, written as PEM files.
-type testPKI struct {
-	caPool                        *x509.CertPool
-	server                        tls.Certificate
-	caFile, clientCert, clientKey string
-}
-
-func newTestPKI(t *testing.T) *testPKI {
+// newTestPKI is the shared test PKI: a CA, a server certificate for
+// 127.0.0.1 and a client certificate, PEM files in t.TempDir().
+func newTestPKI(t *testing.T) *fake.PKI {
 	t.Helper()
-	dir := t.TempDir()
-	caKey := newKey(t)
-	caTmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "test ca"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign,
-	}
-	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
+	p, err := fake.NewPKI(t.TempDir())
 	if err != nil {
 		t.Fatal(err)
 	}
-	ca, _ := x509.ParseCertificate(caDER)
-	pki := &testPKI{caPool: x509.NewCertPool(), caFile: filepath.Join(dir, "ca.pem")}
-	pki.caPool.AddCert(ca)
-	writePEM(t, pki.caFile, "CERTIFICATE", caDER)
-
-	leaf := func(serial int64, usage x509.ExtKeyUsage) ([]byte, *ecdsa.PrivateKey) {
-		key := newKey(t)
-		tmpl := &x509.Certificate{
-			SerialNumber: big.NewInt(serial), Subject: pkix.Name{CommonName: "leaf"},
-			NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-			ExtKeyUsage: []x509.ExtKeyUsage{usage},
-			IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)},
-		}
-		der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, &key.PublicKey, caKey)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return der, key
-	}
-	srvDER, srvKey := leaf(2, x509.ExtKeyUsageServerAuth)
-	pki.server = tls.Certificate{Certificate: [][]byte{srvDER}, PrivateKey: srvKey}
-	cliDER, cliKey := leaf(3, x509.ExtKeyUsageClientAuth)
-	pki.clientCert = filepath.Join(dir, "client.pem")
-	pki.clientKey = filepath.Join(dir, "client-key.pem")
-	writePEM(t, pki.clientCert, "CERTIFICATE", cliDER)
-	keyDER, err := x509.MarshalPKCS8PrivateKey(cliKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	writePEM(t, pki.clientKey, "PRIVATE KEY", keyDER)
-	return pki
-}
-
-func newKey(t *testing.T) *ecdsa.PrivateKey {
-	t.Helper()
-	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return k
-}
-
-func writePEM(t *testing.T, path, typ string, der []byte) {
-	t.Helper()
-	if err := os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der}),
-		0o600); err != nil {
-		t.Fatal(err)
-	}
+	return p
 }
 
 // TestNewTransport_PrivateCAAndClientCert checks an upstream behind a
@@ -155,8 +90,11 @@ func TestNewTransport_PrivateCAAndClientCert(t *testing.T) {
 		r *http.Request) {
 		_, _ = io.WriteString(w, r.TLS.PeerCertificates[0].Subject.CommonName)
 	}))
-	up.TLS = &tls.Config{Certificates: []tls.Certificate{pki.server},
-		ClientAuth: tls.RequireAndVerifyClientCert, ClientCAs: pki.caPool}
+	serverTLS, err := pki.ServerTLS()
+	if err != nil {
+		t.Fatal(err)
+	}
+	up.TLS = serverTLS                              // requires and verifies a client certificate
 	up.Config.ErrorLog = log.New(io.Discard, "", 0) // refused handshakes are expected
 	up.StartTLS()
 	t.Cleanup(up.Close)
@@ -167,10 +105,11 @@ func TestNewTransport_PrivateCAAndClientCert(t *testing.T) {
 		cfg      TransportConfig
 		wantCode int
 	}{
-		{"ca and client cert", TransportConfig{CAFile: pki.caFile, CertFile: pki.clientCert,
-			KeyFile: pki.clientKey}, 200},
-		{"no ca file", TransportConfig{CertFile: pki.clientCert, KeyFile: pki.clientKey}, 502},
-		{"no client cert", TransportConfig{CAFile: pki.caFile}, 502},
+		{"ca and client cert", TransportConfig{CAFile: pki.CAFile,
+			CertFile: pki.ClientCertFile, KeyFile: pki.ClientKeyFile}, 200},
+		{"no ca file", TransportConfig{CertFile: pki.ClientCertFile,
+			KeyFile: pki.ClientKeyFile}, 502},
+		{"no client cert", TransportConfig{CAFile: pki.CAFile}, 502},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
