@@ -25,6 +25,9 @@ const (
 	// already stale (fetch slower than the fresh period).
 	// Limitation: a token that lives under about 2s is refreshed late.
 	minRefreshGap = time.Second
+	// invalidateGap is the shortest time between two tokens dropped by
+	// Invalidate: at most one token fetch per gap comes from rejections.
+	invalidateGap = 5 * time.Second
 	// flightTimeout stops a Fetcher that never returns from wedging the
 	// cache; Client and Shared return well before it.
 	flightTimeout = 2 * time.Minute
@@ -63,6 +66,7 @@ type Cache struct {
 	retryAt   time.Time  // end of the backoff after lastErr
 	refreshAt time.Time  // when the background loop refreshes the current token
 	have      Token      // newest token fetched, kept after Invalidate
+	dropped   time.Time  // when Invalidate last dropped a token
 }
 
 type entry struct {
@@ -254,13 +258,22 @@ func (c *Cache) wake() {
 }
 
 // Invalidate drops token if it is still the current one, so that the next
-// request fetches a new one; a late report about an older token is ignored.
+// request fetches a new one; a late report about an older token is ignored,
+// and so is a rejection within invalidateGap of the last token dropped.
 func (c *Cache) Invalidate(token string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if e := c.cur.Load(); e == nil || e.value != token {
 		return
 	}
+	// An upstream that rejects every token (a configuration error, not a
+	// revoked token) would otherwise make every request fetch one.
+	now := c.clock.Now()
+	if !c.dropped.IsZero() && now.Sub(c.dropped) < invalidateGap {
+		c.log.Debug("token rejected again soon after a new one; keeping it")
+		return
+	}
+	c.dropped = now
 	c.cur.Store(nil)
 	c.refreshAt = time.Time{}
 	c.log.Info("token invalidated")

@@ -487,3 +487,22 @@ func (s *syncBuffer) String() string {
 	defer s.mu.Unlock()
 	return s.b.String()
 }
+
+func TestCache_InvalidateAtMostOncePerGap(t *testing.T) {
+	clk := newFakeClock()
+	f := &funcFetcher{f: func(n int64, _ Token) (Token, error) {
+		return tokenAt(clk, fmt.Sprint("t", n)), nil
+	}}
+	c := newTestCache(clk, f)
+	mustToken(t, c, "t1")
+	c.Invalidate("t1")
+	mustToken(t, c, "t2")
+	c.Invalidate("t2") // rejected again at once: a configuration error
+	mustToken(t, c, "t2")
+	clk.Advance(invalidateGap)
+	c.Invalidate("t2")
+	mustToken(t, c, "t3")
+	if got := f.n.Load(); got != 3 {
+		t.Errorf("got %d fetches, want 3: one per gap from rejections", got)
+	}
+}
