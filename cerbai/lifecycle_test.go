@@ -27,6 +27,12 @@ func lifecycleEnv(t *testing.T) map[string]string {
 	return baseEnv(pki, ts.URL, llm.URL)
 }
 
+// fetch GETs url, with key as a proxy key when it is not empty.
+func fetch(t *testing.T, url, key string) (int, string) {
+	t.Helper()
+	return getStatus(t, http.DefaultClient, http.MethodGet, url, key)
+}
+
 // chatStatus sends a small chat completion and returns its status.
 func chatStatus(t *testing.T, base, key string) int {
 	t.Helper()
@@ -107,7 +113,8 @@ func TestDrain_NotReadyAtOnceButServingThroughTheDelay(t *testing.T) {
 
 	p.cancel() // what SIGTERM does
 	waitStatus(t, base+"/readyz", http.StatusServiceUnavailable)
-	if code, body := getStatus(t, http.DefaultClient, http.MethodGet, base+"/readyz", ""); !strings.Contains(body, `"draining"`) {
+	code, body := fetch(t, base+"/readyz", "")
+	if !strings.Contains(body, `"draining"`) {
 		t.Errorf("readyz while draining: %d %s, want reason draining", code, body)
 	}
 	if code := chatStatus(t, base, ""); code != http.StatusOK {
@@ -166,10 +173,10 @@ func TestMetrics_ProxyListenerNeedsAKeyAdminDoesNot(t *testing.T) {
 		t.Fatalf("chat completion: got %d, want 200", code)
 	}
 
-	if code, _ := getStatus(t, http.DefaultClient, http.MethodGet, base+"/metrics", ""); code != http.StatusUnauthorized {
+	if code, _ := fetch(t, base+"/metrics", ""); code != http.StatusUnauthorized {
 		t.Errorf("/metrics without a key: got %d, want 401", code)
 	}
-	code, body := getStatus(t, http.DefaultClient, http.MethodGet, base+"/metrics", "sk-metrics-b")
+	code, body := fetch(t, base+"/metrics", "sk-metrics-b")
 	if code != http.StatusOK {
 		t.Fatalf("/metrics with a key: got %d, want 200", code)
 	}
@@ -197,14 +204,14 @@ func TestMetrics_ProxyListenerNeedsAKeyAdminDoesNot(t *testing.T) {
 	pa := startProxy(t, []string{"--listen-addr", "127.0.0.1:0", "--admin-addr", "127.0.0.1:0"},
 		environ)
 	admin := logAttr(pa.stdout.String(), "starting proxy server", "admin_addr")
-	if code, body := getStatus(t, http.DefaultClient, http.MethodGet, "http://"+admin+"/metrics", ""); code != http.StatusOK ||
-		!strings.Contains(body, "cerbai_build_info") {
+	code, body = fetch(t, "http://"+admin+"/metrics", "")
+	if code != http.StatusOK || !strings.Contains(body, "cerbai_build_info") {
 		t.Errorf("admin /metrics without a key: got %d, want 200 with metrics", code)
 	}
-	if code, _ := getStatus(t, http.DefaultClient, http.MethodGet, "http://"+pa.addr+"/metrics", "sk-metrics-a"); code != http.StatusNotFound {
+	if code, _ := fetch(t, "http://"+pa.addr+"/metrics", "sk-metrics-a"); code != 404 {
 		t.Errorf("proxy /metrics with an admin listener: got %d, want 404", code)
 	}
-	if code, body := getStatus(t, http.DefaultClient, http.MethodGet, "http://"+admin+"/healthz", ""); code != 200 || body != "ok" {
+	if code, body := fetch(t, "http://"+admin+"/healthz", ""); code != 200 || body != "ok" {
 		t.Errorf("admin /healthz: got %d %q, want 200 ok", code, body)
 	}
 }

@@ -139,7 +139,8 @@ func BenchmarkCopy_Stream(b *testing.B) {
 	const perOp = 100
 	for i := 0; i < b.N; i += perOp {
 		src.left = min(perOp, b.N-i)
-		if _, _, err := copyBody(io.Discard, src, streamBufs, nopFlusher{}, idle, time.Hour); err != nil {
+		_, _, err := copyBody(io.Discard, src, streamBufs, nopFlusher{}, idle, time.Hour)
+		if err != nil {
 			b.Fatal(err)
 		}
 	}
