@@ -2,7 +2,6 @@ package main
 
 import (
 	"bytes"
-	"flag"
 	"os"
 	"path/filepath"
 	"strings"
@@ -12,28 +11,9 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/cerbai/cerbai/tokens"
+
+	"github.com/cerbai/cerbai/integration/golden"
 )
-
-var update = flag.Bool("update", false, "rewrite golden files")
-
-// golden compares got with ../testdata/name, or rewrites it with -update.
-func golden(t *testing.T, name string, got []byte) {
-	t.Helper()
-	path := filepath.Join("..", "testdata", name)
-	if *update {
-		if err := os.WriteFile(path, got, 0o644); err != nil {
-			t.Fatal(err)
-		}
-		return
-	}
-	want, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatalf("read golden file (run go test -update to create it): %v", err)
-	}
-	if diff := cmp.Diff(string(want), string(got)); diff != "" {
-		t.Errorf("%s differs (-want +got):\n%s", name, diff)
-	}
-}
 
 func TestConfig_EnvNameIsPrefixPlusFlag(t *testing.T) {
 	seen := map[string]bool{}
@@ -132,7 +112,7 @@ func TestUsage_Golden(t *testing.T) {
 			t.Errorf("-h does not list --%s with %s", o.flag, o.env)
 		}
 	}
-	golden(t, "usage.golden", buf.Bytes())
+	golden.Check(t, filepath.Join("..", "testdata", "usage.golden"), buf.Bytes())
 }
 
 func TestGoMod_OnlyAllowedModules(t *testing.T) {

@@ -1,20 +1,18 @@
 package health
 
 import (
-	"flag"
 	"fmt"
 	"math"
 	"net/http"
 	"net/http/httptest"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
-)
 
-var update = flag.Bool("update", false, "rewrite golden files")
+	"github.com/cerbai/cerbai/integration/golden"
+)
 
 // fixedExposition writes one of everything the Writer can write, with the
 // awkward values (escapes, infinities, NaN, empty histogram) included.
@@ -50,21 +48,7 @@ func fixedExposition(w *Writer) {
 func TestWriter_GoldenExposition(t *testing.T) {
 	var w Writer
 	fixedExposition(&w)
-	got := string(w.Bytes())
-
-	golden := filepath.Join("testdata", "metrics.golden")
-	if *update {
-		if err := os.WriteFile(golden, []byte(got), 0o644); err != nil {
-			t.Fatalf("update golden: %v", err)
-		}
-	}
-	want, err := os.ReadFile(golden)
-	if err != nil {
-		t.Fatalf("read golden (run go test ./health -update to create it): %v", err)
-	}
-	if diff := cmp.Diff(string(want), got); diff != "" {
-		t.Errorf("exposition differs from %s (-want +got):\n%s", golden, diff)
-	}
+	golden.Check(t, filepath.Join("testdata", "metrics.golden"), w.Bytes())
 }
 
 func TestWriter_OutputPassesFormatValidator(t *testing.T) {

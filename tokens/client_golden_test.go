@@ -4,39 +4,14 @@ import (
 	"cmp"
 	"context"
 	"encoding/base64"
-	"flag"
 	"fmt"
-	"os"
 	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
 
-	gocmp "github.com/google/go-cmp/cmp"
+	"github.com/cerbai/cerbai/integration/golden"
 )
-
-var update = flag.Bool("update", false, "rewrite golden files")
-
-// golden compares got with testdata/name.golden (rewritten with -update).
-func golden(t *testing.T, name, got string) {
-	t.Helper()
-	path := filepath.Join("testdata", name+".golden")
-	if *update {
-		if err := os.MkdirAll("testdata", 0o755); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(path, []byte(got), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	want, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatalf("read golden file (run with -update to create it): %v", err)
-	}
-	if diff := gocmp.Diff(string(want), got); diff != "" {
-		t.Errorf("%s mismatch (-want +got):\n%s", path, diff)
-	}
-}
 
 // render prints a token request as the server saw it, form fields sorted
 // by name (values of one name in the order sent).
@@ -104,7 +79,8 @@ func TestClient_TokenRequestGolden(t *testing.T) {
 			if len(reqs) != before+1 {
 				t.Fatalf("token server saw %d requests, want 1", len(reqs)-before)
 			}
-			golden(t, tt.name, reqs[len(reqs)-1].render())
+			golden.Check(t, filepath.Join("testdata", tt.name+".golden"),
+				[]byte(reqs[len(reqs)-1].render()))
 		})
 	}
 }

@@ -10,10 +10,13 @@ import (
 	"net/http/httptest"
 	"net/netip"
 	"net/url"
+	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
+
+	"github.com/cerbai/cerbai/integration/golden"
 )
 
 // TestProxy_ForwardedRequestGolden pins the whole request the LLM receives
@@ -66,7 +69,7 @@ func TestProxy_ForwardedRequestGolden(t *testing.T) {
 		"Host: " + strings.ReplaceAll(s.Host, addrOf(rec.srv), "<upstream>") + "\n" +
 		formatHeader(s.Header, map[string]string{"X-Request-Id": "<generated>"}) +
 		"\n" + s.Body + "\n"
-	checkGolden(t, "forwarded_request.golden", got)
+	golden.Check(t, filepath.Join("testdata", "forwarded_request.golden"), []byte(got))
 }
 
 // TestProxy_ErrorBodiesGolden pins every answer cerbai produces itself.
@@ -111,7 +114,7 @@ func TestProxy_ErrorBodiesGolden(t *testing.T) {
 	}
 	// MaxConcurrent: one slot, held by a request the upstream keeps waiting.
 	b.WriteString(concurrencyAnswer(t))
-	checkGolden(t, "errors.golden", b.String())
+	golden.Check(t, filepath.Join("testdata", "errors.golden"), []byte(b.String()))
 }
 
 // concurrencyAnswer renders the answer to a request over MaxConcurrent.

@@ -2,16 +2,14 @@ package load
 
 import (
 	"bytes"
-	"flag"
-	"os"
 	"path/filepath"
 	"testing"
 	"time"
 
 	"github.com/google/go-cmp/cmp"
-)
 
-var update = flag.Bool("update", false, "rewrite golden files")
+	"github.com/cerbai/cerbai/integration/golden"
+)
 
 // Summaries shaped like issue 5's reference figures.
 var (
@@ -108,7 +106,7 @@ func TestBenchReport_WriteTable(t *testing.T) {
 	if err := rep.WriteTable(&b); err != nil {
 		t.Fatalf("WriteTable: %v", err)
 	}
-	golden(t, "table.golden", b.String())
+	golden.Check(t, filepath.Join("testdata", "table.golden"), b.Bytes())
 }
 
 func TestRenderNginxConfig(t *testing.T) {
@@ -118,26 +116,5 @@ func TestRenderNginxConfig(t *testing.T) {
 	if err != nil {
 		t.Fatalf("RenderNginxConfig: %v", err)
 	}
-	golden(t, "nginx.conf.golden", got)
-}
-
-// golden compares got with testdata/name, or rewrites it under -update.
-func golden(t *testing.T, name, got string) {
-	t.Helper()
-	path := filepath.Join("testdata", name)
-	if *update {
-		if err := os.MkdirAll("testdata", 0o755); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(path, []byte(got), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	want, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatalf("read golden file (run with -update to create it): %v", err)
-	}
-	if diff := cmp.Diff(string(want), got); diff != "" {
-		t.Errorf("%s mismatch (-want +got):\n%s", path, diff)
-	}
+	golden.Check(t, filepath.Join("testdata", "nginx.conf.golden"), []byte(got))
 }
