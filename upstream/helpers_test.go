@@ -14,8 +14,6 @@ import (
 	"sync"
 	"testing"
 	"time"
-
-
 )
 
 // guard bounds how long a test waits for something that must happen. It
