@@ -365,7 +365,6 @@ func TestTokens_ServiceDownPastUsabilityGives503ThenRecovers(t *testing.T) {
 	if err := f.ts.Wait(1, 10*time.Second); err != nil {
 		t.Fatal(err)
 	}
-	f.ts.SetDown(true)
 	ready := func() int {
 		resp, err := http.Get(p.base + "/readyz")
 		if err != nil {
@@ -374,6 +373,11 @@ func TestTokens_ServiceDownPastUsabilityGives503ThenRecovers(t *testing.T) {
 		resp.Body.Close()
 		return resp.StatusCode
 	}
+	// The token server answered; wait until cerbai holds the token too.
+	eventually(t, 30*time.Second, "readiness reports a token", func() bool {
+		return ready() == http.StatusOK
+	})
+	f.ts.SetDown(true)
 	eventually(t, 30*time.Second, "readiness reports no usable token", func() bool {
 		return ready() == http.StatusServiceUnavailable
 	})
