@@ -1,9 +1,11 @@
 package main
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
+	"io"
 	"net"
 	"net/http"
 	"strings"
@@ -214,4 +216,54 @@ func TestMetrics_ProxyListenerNeedsAKeyAdminDoesNot(t *testing.T) {
 	if code, body := fetch(t, "http://"+admin+"/healthz", ""); code != 200 || body != "ok" {
 		t.Errorf("admin /healthz: got %d %q, want 200 ok", code, body)
 	}
+}
+
+// TestServer_SlowHeadersAndIdleConnectionsAreClosed watches the two time
+// limits act, shortened so that the test does not wait for the real ones.
+func TestServer_SlowHeadersAndIdleConnectionsAreClosed(t *testing.T) {
+	oldHeader, oldIdle := readHeaderTimeout, idleTimeout
+	readHeaderTimeout, idleTimeout = 200*time.Millisecond, 300*time.Millisecond
+	t.Cleanup(func() { readHeaderTimeout, idleTimeout = oldHeader, oldIdle })
+	p := startProxy(t, []string{"--listen-addr", "127.0.0.1:0"}, lifecycleEnv(t))
+
+	// closedWithin reads until the server closes conn; it fails the test
+	// if that takes longer than the guard.
+	closedWithin := func(conn net.Conn, what string) {
+		t.Helper()
+		_ = conn.SetReadDeadline(time.Now().Add(guardTimeout))
+		buf := make([]byte, 4096)
+		for {
+			if _, err := conn.Read(buf); err != nil {
+				if ne, ok := err.(net.Error); ok && ne.Timeout() {
+					t.Errorf("%s: the connection stayed open for %v", what, guardTimeout)
+				}
+				return
+			}
+		}
+	}
+
+	slow, err := net.Dial("tcp", p.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer slow.Close()
+	if _, err := io.WriteString(slow, "GET /healthz HTTP/1.1\r\nHost: x\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	closedWithin(slow, "a header block never finished")
+
+	idle, err := net.Dial("tcp", p.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer idle.Close()
+	if _, err := io.WriteString(idle, "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.ReadResponse(bufio.NewReader(idle), nil)
+	if err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("healthz on the keep-alive connection: %v %v", resp, err)
+	}
+	resp.Body.Close()
+	closedWithin(idle, "an idle keep-alive connection")
 }

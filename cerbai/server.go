@@ -18,10 +18,16 @@ import (
 
 // Server limits. There is no WriteTimeout: it would cut long streams.
 const (
+	maxHeaderBytes  = 64 << 10
+	keyFileInterval = 2 * time.Second
+)
+
+// Time limits of the listeners: a client gets this long to send a request's
+// headers, and an idle keep-alive connection is closed after idleTimeout.
+// Variables only so that tests can watch them act without waiting minutes.
+var (
 	readHeaderTimeout = 10 * time.Second
 	idleTimeout       = 2 * time.Minute
-	maxHeaderBytes    = 64 << 10
-	keyFileInterval   = 2 * time.Second
 )
 
 // app is cerbai wired together.
