@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/cerbai/cerbai/tokens"
+	"github.com/cerbai/cerbai/upstream"
 )
 
 // proxyKey is one key a client may present. Only its name is ever logged.
@@ -85,7 +86,7 @@ type keyStore struct {
 	file   string
 	keys   atomic.Pointer[[]proxyKey] // fixed + the file's current keys
 	log    *slog.Logger
-	denied *rateLimitedLog
+	denied *upstream.LimitedLog
 
 	mu       sync.Mutex // guards fileStat
 	fileStat fileVersion
@@ -93,7 +94,7 @@ type keyStore struct {
 
 func newKeyStore(fixed []proxyKey, file string, log *slog.Logger) (*keyStore, error) {
 	ks := &keyStore{fixed: fixed, file: file, log: log,
-		denied: newRateLimitedLog(log, time.Second, 5)}
+		denied: upstream.NewLimitedLog(log, time.Second, 5)}
 	all := fixed
 	if file != "" {
 		fromFile, err := readKeyFile(file)
@@ -178,7 +179,8 @@ func (ks *keyStore) authorize(r *http.Request) (string, bool) {
 			return name, true
 		}
 	}
-	ks.denied.warn("auth failed", "remote_addr", r.RemoteAddr, "key_presented", ok)
+	ks.denied.Log(r.Context(), slog.LevelWarn, "auth failed",
+		slog.String("remote_addr", r.RemoteAddr), slog.Bool("key_presented", ok))
 	return "", false
 }
 
@@ -213,41 +215,4 @@ func statVersion(path string) fileVersion {
 		return fileVersion{}
 	}
 	return fileVersion{modTime: fi.ModTime(), size: fi.Size(), ok: true}
-}
-
-// rateLimitedLog writes at most burst lines per period and counts the rest,
-// so a flood a client causes cannot fill the disk.
-type rateLimitedLog struct {
-	log    *slog.Logger
-	period time.Duration
-	burst  int
-	now    func() time.Time
-
-	mu         sync.Mutex // guards the fields below
-	start      time.Time
-	written    int
-	suppressed int
-}
-
-func newRateLimitedLog(log *slog.Logger, period time.Duration, burst int) *rateLimitedLog {
-	return &rateLimitedLog{log: log, period: period, burst: burst, now: time.Now}
-}
-
-func (l *rateLimitedLog) warn(msg string, args ...any) {
-	l.mu.Lock()
-	now := l.now()
-	if now.Sub(l.start) >= l.period {
-		if l.suppressed > 0 {
-			args = append(args, "suppressed", l.suppressed)
-		}
-		l.start, l.written, l.suppressed = now, 0, 0
-	}
-	if l.written >= l.burst {
-		l.suppressed++
-		l.mu.Unlock()
-		return
-	}
-	l.written++
-	l.mu.Unlock()
-	l.log.Warn(msg, args...)
 }

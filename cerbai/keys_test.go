@@ -111,21 +111,3 @@ func TestKeyStore_FileReloadsOnChange(t *testing.T) {
 		t.Errorf("no warning for the broken file:\n%s", logs.String())
 	}
 }
-
-func TestRateLimitedLog_CountsSuppressed(t *testing.T) {
-	var buf bytes.Buffer
-	l := newRateLimitedLog(slog.New(slog.NewJSONHandler(&buf, nil)), time.Second, 3)
-	now := time.Unix(1000, 0)
-	l.now = func() time.Time { return now }
-	for range 100 {
-		l.warn("auth failed")
-	}
-	if got := strings.Count(buf.String(), "\n"); got != 3 {
-		t.Fatalf("100 warnings in one period wrote %d lines, want 3", got)
-	}
-	now = now.Add(time.Second)
-	l.warn("auth failed")
-	if !strings.Contains(buf.String(), `"suppressed":97`) {
-		t.Errorf("next period's line does not count the 97 suppressed:\n%s", buf.String())
-	}
-}

@@ -99,6 +99,7 @@ type Proxy struct {
 	inflight       atomic.Int64
 	authorize      func(*http.Request) (string, bool)
 	log            *slog.Logger
+	warnings       *LimitedLog // the upstream can cause one per request
 	completedLevel slog.Level
 	stats          *Stats
 }
@@ -148,6 +149,7 @@ func New(cfg Config) (*Proxy, error) {
 	if p.log == nil {
 		p.log = slog.New(slog.DiscardHandler)
 	}
+	p.warnings = NewLimitedLog(p.log, time.Second, warnBurst)
 	if p.stats == nil {
 		p.stats = new(Stats)
 	}
@@ -307,8 +309,12 @@ func (p *Proxy) finish(ex *exchange) {
 		slog.Float64("duration_ms", float64(d.Microseconds())/1000))
 }
 
-// warn logs an upstream or token failure. The error's URL, when it has
-// one, is left out: it would carry the client's query.
+// warnBurst is how many upstream-caused warnings a second are written; the
+// rest are counted in the next line's "suppressed".
+const warnBurst = 10
+
+// warn logs an upstream or token failure, rate-limited. The error's URL,
+// when it has one, is left out: it would carry the client's query.
 func (p *Proxy) warn(ex *exchange, msg string, err error, attrs ...slog.Attr) {
 	ctx := ex.r.Context()
 	if !p.log.Enabled(ctx, slog.LevelWarn) {
@@ -323,7 +329,7 @@ func (p *Proxy) warn(ex *exchange, msg string, err error, attrs ...slog.Attr) {
 	if err != nil {
 		attrs = append(attrs, slog.String("error", err.Error()))
 	}
-	p.log.LogAttrs(ctx, slog.LevelWarn, msg, attrs...)
+	p.warnings.Log(ctx, slog.LevelWarn, msg, attrs...)
 }
 
 func errString(err error) string {
