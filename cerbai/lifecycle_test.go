@@ -136,12 +136,7 @@ func TestHealthcheck_Subcommand(t *testing.T) {
 		t.Fatalf("no admin_addr in the start-up line:\n%s", p.stdout)
 	}
 	_, port, _ := net.SplitHostPort(p.addr)
-	closed, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	closedAddr := closed.Addr().String()
-	closed.Close()
+	closedAddr := closedAddr(t)
 
 	tests := []struct {
 		name    string

@@ -1,6 +1,8 @@
 package integration
 
 import (
+	"github.com/cerbai/cerbai/integration/fake"
+
 	"bufio"
 	"context"
 	"io"
@@ -89,7 +91,7 @@ func TestDemo_ServesThePrintedCommandsAndStopsCleanly(t *testing.T) {
 	}
 	resp := chat(t, context.Background(), base, chatBody(true, "Hello"), hdr...)
 	var streamed strings.Builder
-	events := sse(resp.Body)
+	events := fake.Events(resp.Body)
 	for ev := nextEvent(t, events, "first event"); ev != "[DONE]"; ev = nextEvent(t, events,
 		"next event") {
 		streamed.WriteString(deltaText(t, ev))

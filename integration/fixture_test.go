@@ -1,7 +1,6 @@
 package integration
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -149,21 +148,6 @@ func errorCode(t *testing.T, resp *http.Response) string {
 		t.Errorf("error body %q is not JSON: %v", raw, err)
 	}
 	return e.Error.Code
-}
-
-// sse delivers the data of each server-sent event from r, then closes.
-func sse(r io.Reader) <-chan string {
-	ch := make(chan string, 64)
-	go func() {
-		defer close(ch)
-		sc := bufio.NewScanner(r)
-		for sc.Scan() {
-			if data, ok := strings.CutPrefix(sc.Text(), "data: "); ok {
-				ch <- data
-			}
-		}
-	}()
-	return ch
 }
 
 // nextEvent waits for the next event; a stream that ends or stalls fails

@@ -1,6 +1,8 @@
 package integration
 
 import (
+	"github.com/cerbai/cerbai/integration/fake"
+
 	"bufio"
 	"bytes"
 	"context"
@@ -8,7 +10,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -87,12 +88,10 @@ func repoRoot() (string, error) {
 // process may take it before we do; callers retry on a collision.
 func freeAddr(t *testing.T) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	addr, err := fake.UnusedAddr()
 	if err != nil {
 		t.Fatal(err)
 	}
-	addr := ln.Addr().String()
-	ln.Close()
 	return addr
 }
 

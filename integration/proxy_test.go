@@ -149,7 +149,7 @@ func TestProxy_StreamIsNotBuffered(t *testing.T) {
 
 	// Lockstep: the LLM sends event k+1 only after we have read event k,
 	// so a proxy that held back even one event would stall this loop.
-	stream := sse(resp.Body)
+	stream := fake.Events(resp.Body)
 	var text strings.Builder
 	for k := range events {
 		if k > 0 {
@@ -174,7 +174,7 @@ func TestProxy_ClientDisconnectCancelsUpstream(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	resp := chat(t, ctx, p.base, chatBody(true, "x"), "X-Request-Id", "disconnect-1")
 	defer resp.Body.Close()
-	nextEvent(t, sse(resp.Body), "first event")
+	nextEvent(t, fake.Events(resp.Body), "first event")
 	cancel()
 
 	select {
@@ -197,7 +197,7 @@ func TestShutdown_SIGTERMLetsStreamFinish(t *testing.T) {
 	defer cancel()
 	resp := chat(t, ctx, p.base, chatBody(true, "drain me"))
 	defer resp.Body.Close()
-	stream := sse(resp.Body)
+	stream := fake.Events(resp.Body)
 	nextEvent(t, stream, "first event")
 	p.signal(syscall.SIGTERM)
 

@@ -1,12 +1,10 @@
 package fake
 
 import (
-	"bufio"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
-	"io"
 	"net/http"
 	"net/url"
 	"strings"
@@ -246,7 +244,7 @@ func TestLLM_StreamWaitsForStep(t *testing.T) {
 	if ct := resp.Header.Get("Content-Type"); ct != "text/event-stream" {
 		t.Fatalf("got Content-Type %q, want text/event-stream", ct)
 	}
-	events := readEvents(resp.Body)
+	events := Events(resp.Body)
 	var text string
 	for k := range 4 {
 		if k > 0 {
@@ -287,7 +285,7 @@ func TestLLM_ReportsCancelledStream(t *testing.T) {
 	resp := chat(t, ctx, l.URL+"/v1/chat/completions",
 		`{"stream":true,"messages":[{"role":"user","content":"x"}]}`)
 	defer resp.Body.Close()
-	<-readEvents(resp.Body)
+	<-Events(resp.Body)
 	cancel()
 	select {
 	case id := <-l.Cancelled():
@@ -297,21 +295,6 @@ func TestLLM_ReportsCancelledStream(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("no cancellation reported within 10s")
 	}
-}
-
-// readEvents yields the data of each SSE event.
-func readEvents(r io.Reader) <-chan string {
-	ch := make(chan string, 16)
-	go func() {
-		defer close(ch)
-		sc := bufio.NewScanner(r)
-		for sc.Scan() {
-			if data, ok := strings.CutPrefix(sc.Text(), "data: "); ok {
-				ch <- data
-			}
-		}
-	}()
-	return ch
 }
 
 func x509Opts(p *PKI) x509.VerifyOptions {
