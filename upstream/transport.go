@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -47,12 +48,28 @@ const (
 // connBufSize is the read and write buffer of each upstream connection.
 const connBufSize = 1 << 10
 
-// NewTransport builds the one shared transport the proxy sends on: a
-// keep-alive pool sized for a proxy, dial, TLS and response-header
-// timeouts, HTTP/2 to TLS upstreams, proxy from the environment, and no
-// overall timeout, so long streams live. Compression is left to the
-// client and upstream: the body passes through as sent.
-func NewTransport(cfg TransportConfig) (*http.Transport, error) {
+// idleConnTimeout closes upstream connections idle this long.
+const idleConnTimeout = 90 * time.Second
+
+// Transport is the one shared transport the proxy sends on. Plain-HTTP
+// upstreams reached without an HTTP proxy go through cerbai's own
+// keep-alive pool (plainPool), which needs no goroutines of its own;
+// everything else (TLS with HTTP/2, HTTP_PROXY/HTTPS_PROXY) goes through
+// a tuned http.Transport.
+type Transport struct {
+	std *http.Transport
+	cfg TransportConfig
+
+	mu    sync.RWMutex
+	plain map[string]*plainPool // by request host; nil: std's (proxied)
+}
+
+// NewTransport builds the shared transport: a keep-alive pool sized for
+// a proxy, dial, TLS and response-header timeouts, HTTP/2 to TLS
+// upstreams, proxy from the environment, and no overall timeout, so long
+// streams live. Compression is left to the client and upstream: the body
+// passes through as sent.
+func NewTransport(cfg TransportConfig) (*Transport, error) {
 	if cfg.DialTimeout <= 0 {
 		cfg.DialTimeout = defaultDialTimeout
 	}
@@ -67,7 +84,7 @@ func NewTransport(cfg TransportConfig) (*http.Transport, error) {
 		return nil, err
 	}
 	dialer := &net.Dialer{Timeout: cfg.DialTimeout, KeepAlive: 30 * time.Second}
-	return &http.Transport{
+	std := &http.Transport{
 		Proxy:                  http.ProxyFromEnvironment,
 		DialContext:            dialer.DialContext,
 		TLSClientConfig:        tlsConf,
@@ -75,7 +92,7 @@ func NewTransport(cfg TransportConfig) (*http.Transport, error) {
 		ForceAttemptHTTP2:      true, // needed with a custom dialer and TLS config
 		MaxIdleConns:           idlePoolSize,
 		MaxIdleConnsPerHost:    idlePoolSize,
-		IdleConnTimeout:        90 * time.Second,
+		IdleConnTimeout:        idleConnTimeout,
 		ResponseHeaderTimeout:  cfg.ResponseHeaderTimeout,
 		ExpectContinueTimeout:  time.Second,
 		MaxResponseHeaderBytes: cfg.MaxResponseHeaderBytes,
@@ -89,7 +106,57 @@ func NewTransport(cfg TransportConfig) (*http.Transport, error) {
 		// Without this Go asks for gzip itself and unpacks the answer,
 		// changing the bytes and dropping Content-Length.
 		DisableCompression: true,
-	}, nil
+	}
+	return &Transport{std: std, cfg: cfg, plain: map[string]*plainPool{}}, nil
+}
+
+// RoundTrip sends req on the plain pool for its host when it has one,
+// else on http.Transport.
+func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
+	if req.URL.Scheme == "http" {
+		if p := t.plainPool(req); p != nil {
+			return p.RoundTrip(req)
+		}
+	}
+	return t.std.RoundTrip(req)
+}
+
+// plainPool returns the pool for req's host, made on first use; nil when
+// the environment sends that host through an HTTP proxy.
+func (t *Transport) plainPool(req *http.Request) *plainPool {
+	host := req.URL.Host
+	t.mu.RLock()
+	p, ok := t.plain[host]
+	t.mu.RUnlock()
+	if ok {
+		return p
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if p, ok := t.plain[host]; ok {
+		return p
+	}
+	if proxy, err := t.std.Proxy(req); err == nil && proxy == nil {
+		port := req.URL.Port()
+		if port == "" {
+			port = "80"
+		}
+		p = newPlainPool(net.JoinHostPort(req.URL.Hostname(), port), t.cfg)
+	}
+	t.plain[host] = p
+	return p
+}
+
+// CloseIdleConnections closes every idle upstream connection.
+func (t *Transport) CloseIdleConnections() {
+	t.std.CloseIdleConnections()
+	t.mu.RLock()
+	defer t.mu.RUnlock()
+	for _, p := range t.plain {
+		if p != nil {
+			p.closeIdle()
+		}
+	}
 }
 
 // transportTLS is the client TLS config: system roots plus CAFile, TLS 1.2
@@ -165,7 +232,8 @@ func classify(err error) failure {
 		return failConnect
 	// The transport's header-size and TLS-timeout errors have no exported
 	// type; their text is stable across Go releases.
-	case strings.Contains(err.Error(), "server response headers exceeded"):
+	case errors.Is(err, errRespHeaderTooLarge),
+		strings.Contains(err.Error(), "server response headers exceeded"):
 		return failHeaderTooLarge
 	case strings.Contains(err.Error(), "TLS handshake timeout"):
 		return failConnect

@@ -28,16 +28,16 @@ func TestNewTransport_Defaults(t *testing.T) {
 		name      string
 		got, want any
 	}{
-		{"MaxIdleConnsPerHost", tr.MaxIdleConnsPerHost, 1024},
-		{"MaxIdleConns", tr.MaxIdleConns, 1024},
-		{"IdleConnTimeout", tr.IdleConnTimeout, 90 * time.Second},
-		{"TLSHandshakeTimeout", tr.TLSHandshakeTimeout, 10 * time.Second},
-		{"ResponseHeaderTimeout", tr.ResponseHeaderTimeout, 10 * time.Minute},
-		{"MaxResponseHeaderBytes", tr.MaxResponseHeaderBytes, int64(256 << 10)},
-		{"DisableCompression", tr.DisableCompression, true},
-		{"ForceAttemptHTTP2", tr.ForceAttemptHTTP2, true},
-		{"MinVersion", tr.TLSClientConfig.MinVersion, uint16(tls.VersionTLS12)},
-		{"Proxy set", tr.Proxy != nil, true},
+		{"MaxIdleConnsPerHost", tr.std.MaxIdleConnsPerHost, 1024},
+		{"MaxIdleConns", tr.std.MaxIdleConns, 1024},
+		{"IdleConnTimeout", tr.std.IdleConnTimeout, 90 * time.Second},
+		{"TLSHandshakeTimeout", tr.std.TLSHandshakeTimeout, 10 * time.Second},
+		{"ResponseHeaderTimeout", tr.std.ResponseHeaderTimeout, 10 * time.Minute},
+		{"MaxResponseHeaderBytes", tr.std.MaxResponseHeaderBytes, int64(256 << 10)},
+		{"DisableCompression", tr.std.DisableCompression, true},
+		{"ForceAttemptHTTP2", tr.std.ForceAttemptHTTP2, true},
+		{"MinVersion", tr.std.TLSClientConfig.MinVersion, uint16(tls.VersionTLS12)},
+		{"Proxy set", tr.std.Proxy != nil, true},
 	}
 	for _, c := range checks {
 		if c.got != c.want {
@@ -156,6 +156,7 @@ func TestClassify(t *testing.T) {
 		{"deadline", context.DeadlineExceeded, failTimeout},
 		{"header too large", errors.New("net/http: server response headers exceeded " +
 			"262144 bytes; aborted"), failHeaderTooLarge},
+		{"plain pool header too large", errRespHeaderTooLarge, failHeaderTooLarge},
 		{"eof", io.ErrUnexpectedEOF, failReset},
 		{"read reset", &net.OpError{Op: "read", Err: errors.New("connection reset")}, failReset},
 	}

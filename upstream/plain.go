@@ -1,0 +1,428 @@
+package upstream
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// plainPool sends HTTP/1.1 requests to one plain-HTTP upstream address
+// over a keep-alive pool, on the caller's goroutine. http.Transport keeps
+// a read loop and a write loop goroutine per connection and hands every
+// request and answer between them; an open stream holds both for its
+// whole life (about 8 KiB of stack and 3 KiB of state, measured with the
+// load tool), and each hand-off costs a goroutine switch. Here the
+// handler's goroutine writes the request and reads the answer itself;
+// net/http still does the wire format (Request.Write, ReadResponse).
+//
+// What http.Transport learns from its read loop is done differently:
+//   - A connection the upstream closed while it sat idle is found with a
+//     non-blocking peek when it is taken from the pool (peekAlive).
+//   - A cancelled request context interrupts the connection through
+//     context.AfterFunc, which needs no goroutine until it fires.
+//   - Idle connections expire after idleTimeout, swept by a timer that
+//     runs only while the pool holds any.
+//
+// TLS upstreams and upstreams reached through an HTTP proxy stay on
+// http.Transport (see Transport).
+type plainPool struct {
+	addr          string // host:port
+	dialer        *net.Dialer
+	headerTimeout time.Duration
+	maxHeader     int64
+	idleTimeout   time.Duration
+	maxIdle       int
+
+	mu    sync.Mutex
+	idle  []*plainConn // the most recently used last
+	sweep *time.Timer  // armed while idle is not empty
+}
+
+// Request bytes are written through a pooled buffer, so an open stream
+// holds none; 4 KiB takes the headers and a small body in one write.
+const plainWriteBufSize = 4 << 10
+
+var plainWriters = sync.Pool{New: func() any {
+	return bufio.NewWriterSize(nil, plainWriteBufSize)
+}}
+
+// max1xx bounds the informational answers skipped before the real one,
+// as http.Transport does.
+const max1xx = 5
+
+// errRespHeaderTooLarge is returned when the upstream's header block
+// passes maxHeader; classify answers it with failHeaderTooLarge.
+var errRespHeaderTooLarge = errors.New("upstream: server response headers exceeded the limit")
+
+// errUnexpected101 is returned for an upgrade nobody asked for: cerbai
+// drops Upgrade from every request.
+var errUnexpected101 = errors.New("upstream: unexpected 101 Switching Protocols")
+
+func newPlainPool(addr string, cfg TransportConfig) *plainPool {
+	return &plainPool{
+		addr:          addr,
+		dialer:        &net.Dialer{Timeout: cfg.DialTimeout, KeepAlive: 30 * time.Second},
+		headerTimeout: cfg.ResponseHeaderTimeout,
+		maxHeader:     cfg.MaxResponseHeaderBytes,
+		idleTimeout:   idleConnTimeout,
+		maxIdle:       idlePoolSize,
+	}
+}
+
+// RoundTrip sends req on a pooled or new connection. A reused connection
+// that fails before the upstream can have acted on the request is
+// replaced once by a new one, under http.Transport's rules (retryable).
+func (p *plainPool) RoundTrip(req *http.Request) (*http.Response, error) {
+	for retried := false; ; retried = true {
+		c, err := p.get(req.Context())
+		if err != nil {
+			closeBody(req)
+			return nil, err
+		}
+		resp, err := c.roundTrip(req)
+		if err == nil {
+			return resp, nil
+		}
+		c.close()
+		if retried || !c.reused || !c.retryable(req, err) {
+			closeBody(req)
+			return nil, err
+		}
+		if req, err = rewind(req); err != nil {
+			return nil, err
+		}
+	}
+}
+
+// rewind returns req with a new body from GetBody, or req itself when it
+// has none.
+func rewind(req *http.Request) (*http.Request, error) {
+	if req.Body == nil || req.Body == http.NoBody {
+		return req, nil
+	}
+	body, err := req.GetBody()
+	if err != nil {
+		return nil, err
+	}
+	r := new(http.Request)
+	*r = *req
+	r.Body = body
+	return r, nil
+}
+
+func closeBody(req *http.Request) {
+	if req.Body != nil {
+		_ = req.Body.Close()
+	}
+}
+
+// get returns the most recently used live idle connection, or dials.
+func (p *plainPool) get(ctx context.Context) (*plainConn, error) {
+	now := time.Now()
+	for {
+		p.mu.Lock()
+		n := len(p.idle)
+		if n == 0 {
+			p.mu.Unlock()
+			break
+		}
+		c := p.idle[n-1]
+		p.idle[n-1] = nil
+		p.idle = p.idle[:n-1]
+		p.mu.Unlock()
+		if now.Sub(c.idleAt) < p.idleTimeout && c.peekAlive() {
+			c.reused = true
+			return c, nil
+		}
+		c.close()
+	}
+	nc, err := p.dialer.DialContext(ctx, "tcp", p.addr)
+	if err != nil {
+		return nil, err
+	}
+	c := &plainConn{pool: p, nc: nc, limit: -1}
+	c.br = bufio.NewReaderSize(c, connBufSize)
+	if tc, ok := nc.(*net.TCPConn); ok {
+		c.raw, _ = tc.SyscallConn()
+	}
+	return c, nil
+}
+
+// put returns a connection whose exchange ended cleanly to the pool.
+func (p *plainPool) put(c *plainConn) {
+	c.idleAt = time.Now()
+	p.mu.Lock()
+	if len(p.idle) >= p.maxIdle {
+		p.mu.Unlock()
+		c.close()
+		return
+	}
+	p.idle = append(p.idle, c)
+	if p.sweep == nil {
+		p.sweep = time.AfterFunc(p.idleTimeout, p.expire)
+	}
+	p.mu.Unlock()
+}
+
+// expire closes the connections idle for idleTimeout and re-arms the
+// sweep while any remain.
+func (p *plainPool) expire() {
+	now := time.Now()
+	var stale []*plainConn
+	p.mu.Lock()
+	i := 0
+	for i < len(p.idle) && now.Sub(p.idle[i].idleAt) >= p.idleTimeout {
+		i++
+	}
+	stale = append(stale, p.idle[:i]...)
+	p.idle = append(p.idle[:0], p.idle[i:]...)
+	clear(p.idle[len(p.idle):cap(p.idle)])
+	p.sweep = nil
+	if len(p.idle) > 0 {
+		next := p.idle[0].idleAt.Add(p.idleTimeout).Sub(now)
+		p.sweep = time.AfterFunc(next, p.expire)
+	}
+	p.mu.Unlock()
+	for _, c := range stale {
+		c.close()
+	}
+}
+
+// closeIdle closes every idle connection.
+func (p *plainPool) closeIdle() {
+	p.mu.Lock()
+	idle := p.idle
+	p.idle = nil
+	if p.sweep != nil {
+		p.sweep.Stop()
+		p.sweep = nil
+	}
+	p.mu.Unlock()
+	for _, c := range idle {
+		c.close()
+	}
+}
+
+// plainConn is one upstream connection. It is the reader under br and the
+// writer under the pooled write buffer, counting bytes both ways and
+// holding reads of a header block to maxHeader bytes.
+type plainConn struct {
+	pool   *plainPool
+	nc     net.Conn
+	raw    syscall.RawConn // nc's socket, for peekAlive; nil if none
+	br     *bufio.Reader
+	idleAt time.Time
+	reused bool
+
+	peek     [1]byte
+	peekErr  error
+	peekFn   func(fd uintptr) bool
+	limit    int64 // bytes left to read of a header block; -1: no limit
+	nread    int64
+	nwritten int64
+	werr     error // the first error writing to nc
+
+	mu          sync.Mutex // orders deadline changes with interrupt
+	interrupted bool
+}
+
+func (c *plainConn) Read(b []byte) (int, error) {
+	if c.limit == 0 {
+		return 0, errRespHeaderTooLarge
+	}
+	if c.limit > 0 && int64(len(b)) > c.limit {
+		b = b[:c.limit]
+	}
+	n, err := c.nc.Read(b)
+	c.nread += int64(n)
+	if c.limit > 0 {
+		c.limit -= int64(n)
+	}
+	return n, err
+}
+
+func (c *plainConn) Write(b []byte) (int, error) {
+	n, err := c.nc.Write(b)
+	c.nwritten += int64(n)
+	if err != nil && c.werr == nil {
+		c.werr = err
+	}
+	return n, err
+}
+
+// interrupt ends any read or write on the connection; it runs when the
+// request's context is done. The connection is not reused after it.
+func (c *plainConn) interrupt() {
+	c.mu.Lock()
+	c.interrupted = true
+	_ = c.nc.SetDeadline(aLongTimeAgo)
+	c.mu.Unlock()
+}
+
+// setReadDeadline changes the read deadline unless interrupt has set its
+// own, which must stand.
+func (c *plainConn) setReadDeadline(t time.Time) {
+	c.mu.Lock()
+	if !c.interrupted {
+		_ = c.nc.SetReadDeadline(t)
+	}
+	c.mu.Unlock()
+}
+
+var aLongTimeAgo = time.Unix(1, 0)
+
+func (c *plainConn) close() { _ = c.nc.Close() }
+
+// roundTrip writes req and reads the answer's header block. On success
+// the body, when there is one, returns the connection to the pool at its
+// end; on error the caller closes the connection.
+func (c *plainConn) roundTrip(req *http.Request) (*http.Response, error) {
+	ctx := req.Context()
+	stop := context.AfterFunc(ctx, c.interrupt)
+	c.nread, c.nwritten, c.werr = 0, 0, nil
+
+	bw := plainWriters.Get().(*bufio.Writer)
+	bw.Reset(c)
+	err := req.Write(bw)
+	if err == nil {
+		err = bw.Flush()
+	}
+	bw.Reset(nil)
+	plainWriters.Put(bw)
+
+	if err != nil && c.werr == nil {
+		// Reading the client's body failed: the request is half sent.
+		stop()
+		return nil, err
+	}
+	resp, rerr := c.readResponse(req)
+	switch {
+	case ctx.Err() != nil:
+		stop()
+		return nil, ctx.Err()
+	case err != nil && rerr != nil:
+		// Writing failed, and there is no early answer either.
+		stop()
+		return nil, err
+	case rerr != nil:
+		stop()
+		return nil, rerr
+	}
+	reuse := err == nil && !resp.Close && !req.Close
+	if resp.Body == http.NoBody {
+		c.release(stop, reuse)
+		return resp, nil
+	}
+	resp.Body = &plainBody{rc: resp.Body, c: c, stop: stop, reuse: reuse, ctx: ctx}
+	return resp, nil
+}
+
+// readResponse reads the header block of the final answer, skipping
+// informational ones, within headerTimeout and maxHeader.
+func (c *plainConn) readResponse(req *http.Request) (*http.Response, error) {
+	if c.pool.headerTimeout > 0 {
+		c.setReadDeadline(time.Now().Add(c.pool.headerTimeout))
+	}
+	for n := 0; ; n++ {
+		c.limit = c.pool.maxHeader
+		resp, err := http.ReadResponse(c.br, req)
+		c.limit = -1
+		if err != nil {
+			return nil, err
+		}
+		switch {
+		case resp.StatusCode == http.StatusSwitchingProtocols:
+			return nil, errUnexpected101
+		case resp.StatusCode >= 100 && resp.StatusCode < 200 && n < max1xx:
+			continue
+		}
+		c.setReadDeadline(time.Time{})
+		return resp, nil
+	}
+}
+
+// release ends an exchange: the connection goes back to the pool when
+// reuse holds and nothing interrupted it, and is closed otherwise.
+func (c *plainConn) release(stop func() bool, reuse bool) {
+	if stop() && reuse && c.br.Buffered() == 0 {
+		c.pool.put(c)
+		return
+	}
+	c.close()
+}
+
+// retryable reports whether a request that failed with err on a reused
+// connection can be sent again on a new one, by http.Transport's rules:
+// when no byte of it was written and its body can be sent again, or when
+// the upstream closed the connection without a byte of answer and the
+// request is idempotent.
+func (c *plainConn) retryable(req *http.Request, err error) bool {
+	if req.Context().Err() != nil {
+		return false
+	}
+	rewindable := req.Body == nil || req.Body == http.NoBody || req.GetBody != nil
+	if c.werr != nil && c.nwritten == 0 {
+		return rewindable
+	}
+	if c.nread > 0 || !rewindable || !idempotent(req) {
+		return false
+	}
+	return errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || isReset(err)
+}
+
+func idempotent(req *http.Request) bool {
+	switch req.Method {
+	case http.MethodGet, http.MethodHead, http.MethodOptions, http.MethodTrace:
+		return true
+	}
+	_, key := req.Header["Idempotency-Key"]
+	_, xkey := req.Header["X-Idempotency-Key"]
+	return key || xkey
+}
+
+// plainBody is an answer's body on a plainConn. Its end decides the
+// connection's fate: read to EOF, it goes back to the pool; closed early
+// or failed, it is closed.
+type plainBody struct {
+	rc    io.ReadCloser
+	c     *plainConn
+	ctx   context.Context
+	stop  func() bool
+	reuse bool
+	done  bool
+}
+
+func (b *plainBody) Read(p []byte) (int, error) {
+	if b.done {
+		return 0, io.EOF
+	}
+	n, err := b.rc.Read(p)
+	switch {
+	case err == io.EOF:
+		b.done = true
+		b.c.release(b.stop, b.reuse)
+	case err != nil:
+		b.done = true
+		b.stop()
+		b.c.close()
+		if b.ctx.Err() != nil {
+			err = b.ctx.Err()
+		}
+	}
+	return n, err
+}
+
+func (b *plainBody) Close() error {
+	if !b.done {
+		b.done = true
+		b.stop()
+		b.c.close()
+	}
+	return nil
+}
