@@ -78,6 +78,13 @@ func newPlainPool(addr string, cfg TransportConfig) *plainPool {
 // RoundTrip sends req on a pooled or new connection. A reused connection
 // that fails before the upstream can have acted on the request is
 // replaced once by a new one, under http.Transport's rules (retryable).
+//
+// Limitation: an upstream that closes a pooled connection in the moment
+// between peekAlive and the request reaching it fails a POST with no
+// second try, as with http.Transport. And the request is written before
+// the answer is read: an upstream that answers early and resets the
+// connection while a large body is still being sent can lose its answer
+// to the reset (the client then gets 502).
 func (p *plainPool) RoundTrip(req *http.Request) (*http.Response, error) {
 	for retried := false; ; retried = true {
 		c, err := p.get(req.Context())
