@@ -45,7 +45,7 @@ fuzz:
 
 ## bench: the load tool side by side (direct, cerbai, nginx when installed)
 bench: build
-	$(LOAD) bench -cerbai $(BIN) -out bench/results.json
+	$(LOAD) bench -cerbai $(BIN) -out bench/results.json $(BENCHFLAGS)
 	$(GO) test -run '^$$' -bench . -benchmem ./tokens/ ./upstream/
 
 perf-smoke: build

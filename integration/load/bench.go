@@ -2,6 +2,7 @@ package load
 
 import (
 	"context"
+	"crypto/x509"
 	"fmt"
 	"io"
 	"math"
@@ -23,6 +24,10 @@ type BenchConfig struct {
 	IdleStreams int           `json:"idle_streams"` // streams held open for memory
 	SSE         SSEConfig     `json:"sse"`          // its Duration is set to Phase
 	LargeBytes  int64         `json:"large_bytes"`  // size of one large body
+	// LLMTLS records that the fake LLM served TLS (EnvConfig.LLMTLS).
+	LLMTLS bool `json:"llm_tls"`
+	// RootCAs trusts the fake LLM's certificate when it serves TLS.
+	RootCAs *x509.CertPool `json:"-"`
 }
 
 // DefaultBenchConfig returns issue 5's method: 64 connections, 2,000 idle
@@ -95,7 +100,7 @@ func RunBench(ctx context.Context, targets []Target, cfg BenchConfig,
 	rep := &BenchReport{Started: time.Now().UTC(), GoVersion: runtime.Version(),
 		NumCPU: runtime.NumCPU(), ClockTicks: ClockTicksPerSecond, Config: cfg,
 		LoadAvg: loadAvg()}
-	c := NewClient(max(cfg.Conns, cfg.SSE.Streams), time.Minute)
+	c := NewClient(max(cfg.Conns, cfg.SSE.Streams), time.Minute, cfg.RootCAs)
 	defer c.CloseIdleConnections()
 
 	// Warm up: connections, the proxy's token and its pools.

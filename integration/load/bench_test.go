@@ -118,3 +118,13 @@ func TestRenderNginxConfig(t *testing.T) {
 	}
 	golden.Check(t, filepath.Join("testdata", "nginx.conf.golden"), []byte(got))
 }
+
+func TestRenderNginxConfig_TLSUpstream(t *testing.T) {
+	got, err := RenderNginxConfig(NginxConfig{Dir: "/tmp/cerbai-load-1/nginx",
+		Listen: "127.0.0.1:8001", Upstream: "127.0.0.1:8002", Workers: 2,
+		UpstreamCA: "/tmp/cerbai-load-1/pki/ca.pem"})
+	if err != nil {
+		t.Fatalf("RenderNginxConfig: %v", err)
+	}
+	golden.Check(t, filepath.Join("testdata", "nginx-tls.conf.golden"), []byte(got))
+}

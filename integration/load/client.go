@@ -3,6 +3,8 @@ package load
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -33,13 +35,15 @@ var (
 
 // NewClient returns an HTTP client for loopback load: keep-alive pool sized
 // for conns connections, no compression, no proxy from the environment, and
-// timeout as the limit for one whole exchange.
-func NewClient(conns int, timeout time.Duration) *http.Client {
-	return &http.Client{Transport: newTransport(conns), Timeout: timeout}
+// timeout as the limit for one whole exchange. roots, when not nil, is
+// what it trusts for https targets (Env.RootCAs).
+func NewClient(conns int, timeout time.Duration, roots *x509.CertPool) *http.Client {
+	return &http.Client{Transport: newTransport(conns, roots), Timeout: timeout}
 }
 
-func newTransport(conns int) *http.Transport {
+func newTransport(conns int, roots *x509.CertPool) *http.Transport {
 	return &http.Transport{
+		TLSClientConfig:       &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12},
 		Proxy:                 nil, // loopback only, whatever HTTP_PROXY says
 		DialContext:           (&net.Dialer{Timeout: 5 * time.Second}).DialContext,
 		MaxIdleConns:          conns * 2,

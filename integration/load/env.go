@@ -2,6 +2,7 @@ package load
 
 import (
 	"context"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"net"
@@ -22,6 +23,9 @@ type EnvConfig struct {
 	// NginxWorkers is nginx's worker_processes; 0 means one per CPU, as
 	// nginx's "auto" does.
 	NginxWorkers int
+	// LLMTLS serves the fake LLM over TLS (HTTP/2 offered), with a
+	// certificate from the env's test CA that the proxies are told to trust.
+	LLMTLS bool
 }
 
 // Env is a running set of targets: the fake LLM (the "direct" target), the
@@ -29,8 +33,12 @@ type EnvConfig struct {
 type Env struct {
 	LLM     *FakeLLM
 	Targets []Target // direct first, then cerbai and nginx when started
+	// RootCAs trusts the fake LLM's certificate; nil unless LLMTLS. A
+	// client for the direct target needs it (NewClient).
+	RootCAs *x509.CertPool
 
 	dir    string
+	pki    *fake.PKI
 	tokens *fake.TokenServer
 	procs  []*child
 }
@@ -48,7 +56,20 @@ func StartEnv(ctx context.Context, cfg EnvConfig) (_ *Env, err error) {
 	if e.dir, err = os.MkdirTemp("", "cerbai-load-"); err != nil {
 		return nil, fmt.Errorf("start env: %w", err)
 	}
-	if e.LLM, err = NewFakeLLM(); err != nil {
+	pkiDir := filepath.Join(e.dir, "pki")
+	if err := os.Mkdir(pkiDir, 0o700); err != nil {
+		return nil, fmt.Errorf("start env: %w", err)
+	}
+	if e.pki, err = fake.NewPKI(pkiDir); err != nil {
+		return nil, fmt.Errorf("start env: %w", err)
+	}
+	if cfg.LLMTLS {
+		e.LLM, err = NewFakeLLMTLS(e.pki.ServerCertFile, e.pki.ServerKeyFile)
+		e.RootCAs = e.pki.CAPool
+	} else {
+		e.LLM, err = NewFakeLLM()
+	}
+	if err != nil {
 		return nil, err
 	}
 	e.Targets = append(e.Targets, Target{Name: "direct", URL: e.LLM.URL})
@@ -94,14 +115,8 @@ func (e *Env) Close() error {
 }
 
 func (e *Env) startCerbai(ctx context.Context, bin string) error {
-	pkiDir := filepath.Join(e.dir, "pki")
-	if err := os.Mkdir(pkiDir, 0o700); err != nil {
-		return fmt.Errorf("start cerbai: %w", err)
-	}
-	pki, err := fake.NewPKI(pkiDir)
-	if err != nil {
-		return fmt.Errorf("start cerbai: %w", err)
-	}
+	pki := e.pki
+	var err error
 	if e.tokens, err = fake.NewTokenServer(pki, fake.TokenServerOptions{}); err != nil {
 		return fmt.Errorf("start cerbai: %w", err)
 	}
@@ -119,6 +134,9 @@ func (e *Env) startCerbai(ctx context.Context, bin string) error {
 		"--tls-key-file", pki.ClientKeyFile,
 		"--tls-ca-file", pki.CAFile,
 		"--log-level", "warn",
+	}
+	if e.RootCAs != nil {
+		args = append(args, "--llm-ca-file", pki.CAFile)
 	}
 	c, err := e.spawn("cerbai", bin, args, syscall.SIGTERM)
 	if err != nil {
@@ -203,7 +221,7 @@ func (c *child) failure(err error) error {
 func waitReady(ctx context.Context, t Target, c *child) error {
 	ctx, cancel := context.WithTimeout(ctx, 20*time.Second)
 	defer cancel()
-	client := NewClient(1, 2*time.Second)
+	client := NewClient(1, 2*time.Second, nil) // proxies listen on plain HTTP
 	defer client.CloseIdleConnections()
 	tick := time.NewTicker(20 * time.Millisecond)
 	defer tick.Stop()

@@ -5,6 +5,7 @@ import (
 	"io"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 )
@@ -68,7 +69,7 @@ func TestStartEnv_NginxPassesStreamsThrough(t *testing.T) {
 		t.Fatalf("nginx target = %+v, %v; want one with its workers", target, ok)
 	}
 	cfg := SSEConfig{Streams: 4, Events: 3, Interval: time.Millisecond}
-	r, err := MeasureSSE(context.Background(), NewClient(4, time.Minute), target, cfg)
+	r, err := MeasureSSE(context.Background(), NewClient(4, time.Minute, nil), target, cfg)
 	if err != nil {
 		t.Fatalf("MeasureSSE: %v", err)
 	}
@@ -78,5 +79,32 @@ func TestStartEnv_NginxPassesStreamsThrough(t *testing.T) {
 	}
 	if len(target.Proc.pids()) < 2 {
 		t.Errorf("nginx pids = %v, want the master and its workers", target.Proc.pids())
+	}
+}
+
+// TestStartEnv_TLSUpstreamThroughEveryTarget checks -llm-tls: the fake
+// serves https, the direct client trusts it with Env.RootCAs, and cerbai
+// (and nginx when installed) reach it over verified TLS.
+func TestStartEnv_TLSUpstreamThroughEveryTarget(t *testing.T) {
+	env := startEnv(t, EnvConfig{CerbaiBin: buildCerbai(t), NginxBin: FindNginx(),
+		LLMTLS: true})
+	if !strings.HasPrefix(env.LLM.URL, "https://") || env.RootCAs == nil {
+		t.Fatalf("fake LLM at %s, roots %v; want https and a CA pool", env.LLM.URL,
+			env.RootCAs != nil)
+	}
+	c := NewClient(4, time.Minute, env.RootCAs)
+	cfg := SSEConfig{Streams: 2, Events: 3, Interval: time.Millisecond}
+	for _, target := range env.Targets {
+		r, err := MeasureSSE(context.Background(), c, target, cfg)
+		if err != nil {
+			t.Fatalf("%s: MeasureSSE: %v", target.Name, err)
+		}
+		if r.Streams != 2 || r.Cut != 0 || r.Events != 6 {
+			t.Errorf("%s: streams/cut/events = %d/%d/%d (first error %q), want 2/0/6",
+				target.Name, r.Streams, r.Cut, r.Events, r.FirstError)
+		}
+	}
+	if len(env.Targets) < 2 {
+		t.Errorf("targets %v, want cerbai among them", env.Targets)
 	}
 }

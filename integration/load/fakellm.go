@@ -1,6 +1,7 @@
 package load
 
 import (
+	"crypto/tls"
 	"fmt"
 	"io"
 	"log"
@@ -44,7 +45,7 @@ var chatResponse = []byte(`{"id":"chatcmpl-bench","object":"chat.completion",` +
 // bytes from a preallocated buffer. GET /v1/idle sends one event and holds
 // the stream open until the client leaves or the fake closes.
 type FakeLLM struct {
-	URL string // http://127.0.0.1:port, no trailing slash
+	URL string // http:// or https://127.0.0.1:port, no trailing slash
 
 	srv     *http.Server
 	filler  []byte        // preallocated body for /v1/large
@@ -52,24 +53,48 @@ type FakeLLM struct {
 	once    sync.Once
 }
 
-// NewFakeLLM starts a fake LLM on a free loopback port.
-func NewFakeLLM() (*FakeLLM, error) {
+// NewFakeLLM starts a fake LLM on a free loopback port, over plain HTTP.
+func NewFakeLLM() (*FakeLLM, error) { return startFakeLLM(nil) }
+
+// NewFakeLLMTLS starts a fake LLM that serves TLS with the given
+// certificate and offers HTTP/2 and HTTP/1.1, as a real LLM endpoint does.
+func NewFakeLLMTLS(certFile, keyFile string) (*FakeLLM, error) {
+	cert, err := tls.LoadX509KeyPair(certFile, keyFile)
+	if err != nil {
+		return nil, fmt.Errorf("start fake llm: %w", err)
+	}
+	return startFakeLLM(&tls.Config{Certificates: []tls.Certificate{cert},
+		MinVersion: tls.VersionTLS12})
+}
+
+func startFakeLLM(tlsConf *tls.Config) (*FakeLLM, error) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return nil, fmt.Errorf("start fake llm: %w", err)
 	}
+	scheme := "http://"
+	if tlsConf != nil {
+		scheme = "https://"
+	}
 	f := &FakeLLM{
-		URL:     "http://" + ln.Addr().String(),
+		URL:     scheme + ln.Addr().String(),
 		filler:  []byte(strings.Repeat("0123456789abcdef", 1<<16)), // 1 MiB
 		closing: make(chan struct{}),
 	}
 	f.srv = &http.Server{
 		Handler:           f,
 		ReadHeaderTimeout: 10 * time.Second,
+		TLSConfig:         tlsConf, // ServeTLS adds HTTP/2 to it
 		// Clients that vanish mid-stream are expected during measurements.
 		ErrorLog: log.New(io.Discard, "", 0),
 	}
-	go func() { _ = f.srv.Serve(ln) }()
+	go func() {
+		if tlsConf != nil {
+			_ = f.srv.ServeTLS(ln, "", "")
+			return
+		}
+		_ = f.srv.Serve(ln)
+	}()
 	return f, nil
 }
 

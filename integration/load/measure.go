@@ -184,7 +184,7 @@ func MeasureIdleStreams(ctx context.Context, t Target, n int) (IdleResult, error
 	if err != nil {
 		return IdleResult{}, err
 	}
-	tr := newTransport(1)
+	tr := newTransport(1, nil)  // only proxies, on plain HTTP, have a Proc
 	tr.DisableKeepAlives = true // closing a body closes its connection
 	defer tr.CloseIdleConnections()
 	c := &http.Client{Transport: tr}

@@ -12,7 +12,7 @@ import (
 
 func TestMeasureThroughput_CountsRequestsWithoutErrors(t *testing.T) {
 	f := newFake(t)
-	r, err := MeasureThroughput(context.Background(), NewClient(4, time.Minute),
+	r, err := MeasureThroughput(context.Background(), NewClient(4, time.Minute, nil),
 		directTarget(f), 4, 50*time.Millisecond)
 	if err != nil {
 		t.Fatalf("MeasureThroughput: %v", err)
@@ -34,7 +34,7 @@ func TestMeasureThroughput_FailingTargetCountsErrors(t *testing.T) {
 		http.Error(w, "no token", http.StatusServiceUnavailable)
 	}))
 	t.Cleanup(srv.Close)
-	r, err := MeasureThroughput(context.Background(), NewClient(2, time.Minute),
+	r, err := MeasureThroughput(context.Background(), NewClient(2, time.Minute, nil),
 		Target{Name: "failing", URL: srv.URL}, 2, 20*time.Millisecond)
 	if err != nil {
 		t.Fatalf("MeasureThroughput: %v", err)
@@ -68,7 +68,7 @@ func TestMeasureIdleStreams_NoProcessNoMeasurement(t *testing.T) {
 
 func TestMeasureLarge_DownloadsAtLeastTwoBodies(t *testing.T) {
 	f := newFake(t)
-	r, err := MeasureLarge(context.Background(), NewClient(1, time.Minute), directTarget(f),
+	r, err := MeasureLarge(context.Background(), NewClient(1, time.Minute, nil), directTarget(f),
 		1<<20, 0)
 	if err != nil {
 		t.Fatalf("MeasureLarge: %v", err)

@@ -25,6 +25,9 @@ type NginxConfig struct {
 	Upstream string // the fake LLM's host:port
 	Workers  int
 	User     string // "user x y;" line, needed only when run as root
+	// UpstreamCA, when set, makes nginx reach the upstream over TLS and
+	// verify its certificate against this CA file.
+	UpstreamCA string
 }
 
 var nginxTemplate = template.Must(template.New("nginx.conf").Parse(
@@ -56,7 +59,14 @@ http {
     server {
         listen {{.Listen}};
         location / {
+{{- if .UpstreamCA}}
+            proxy_pass https://llm;
+            proxy_ssl_trusted_certificate {{.UpstreamCA}};
+            proxy_ssl_verify on;
+            proxy_ssl_name localhost;
+{{- else}}
             proxy_pass http://llm;
+{{- end}}
             proxy_http_version 1.1;
             proxy_set_header Connection "";
             proxy_set_header Authorization "` + NginxToken + `";
@@ -102,7 +112,10 @@ func (e *Env) startNginx(ctx context.Context, bin string, workers int) error {
 		workers = runtime.NumCPU()
 	}
 	cfg := NginxConfig{Dir: dir, Listen: addr, Workers: workers,
-		Upstream: strings.TrimPrefix(e.LLM.URL, "http://"), User: rootUserLine()}
+		Upstream: e.LLM.URL[strings.Index(e.LLM.URL, "://")+3:], User: rootUserLine()}
+	if e.RootCAs != nil {
+		cfg.UpstreamCA = e.pki.CAFile
+	}
 	text, err := RenderNginxConfig(cfg)
 	if err != nil {
 		return err

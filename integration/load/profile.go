@@ -84,7 +84,7 @@ func RunProfile(ctx context.Context, t Target, p Profile, progress io.Writer) (
 	*ProfileResult, error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	c := NewClient(p.Clients, 30*time.Second)
+	c := NewClient(p.Clients, 30*time.Second, nil) // cerbai listens on plain HTTP
 	defer c.CloseIdleConnections()
 	start := time.Now()
 	deadline := start.Add(p.Duration)

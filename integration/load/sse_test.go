@@ -77,7 +77,7 @@ func TestReadStream(t *testing.T) {
 func TestMeasureSSE_CompleteStreamsFromFakeLLM(t *testing.T) {
 	f := newFake(t)
 	cfg := SSEConfig{Streams: 5, Events: 4, Interval: time.Millisecond} // one stream each
-	r, err := MeasureSSE(context.Background(), NewClient(5, time.Minute), directTarget(f), cfg)
+	r, err := MeasureSSE(context.Background(), NewClient(5, time.Minute, nil), directTarget(f), cfg)
 	if err != nil {
 		t.Fatalf("MeasureSSE: %v", err)
 	}
@@ -126,7 +126,7 @@ func TestMeasureSSE_StreamClosedBeforeDoneIsCut(t *testing.T) {
 			srv := httptest.NewServer(tt.handler)
 			t.Cleanup(srv.Close)
 			cfg := SSEConfig{Streams: 3, Events: 5, Interval: time.Millisecond}
-			r, err := MeasureSSE(context.Background(), NewClient(3, time.Minute),
+			r, err := MeasureSSE(context.Background(), NewClient(3, time.Minute, nil),
 				Target{Name: "broken", URL: srv.URL}, cfg)
 			if err != nil {
 				t.Fatalf("MeasureSSE: %v", err)

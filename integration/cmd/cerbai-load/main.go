@@ -83,6 +83,7 @@ type common struct {
 	cerbai       string
 	nginx        string
 	nginxWorkers int
+	llmTLS       bool
 }
 
 func (c *common) register(fs *flag.FlagSet) {
@@ -91,10 +92,12 @@ func (c *common) register(fs *flag.FlagSet) {
 	fs.StringVar(&c.nginx, "nginx", "auto",
 		`nginx binary: "auto" finds it on PATH or in /usr/sbin, "" leaves nginx out`)
 	fs.IntVar(&c.nginxWorkers, "nginx-workers", 0, "nginx worker_processes (0: one per CPU)")
+	fs.BoolVar(&c.llmTLS, "llm-tls", false,
+		"serve the fake LLM over TLS with HTTP/2 offered, as a real endpoint is")
 }
 
 func (c *common) envConfig(withNginx bool) (load.EnvConfig, error) {
-	cfg := load.EnvConfig{CerbaiBin: c.cerbai, NginxWorkers: c.nginxWorkers}
+	cfg := load.EnvConfig{CerbaiBin: c.cerbai, NginxWorkers: c.nginxWorkers, LLMTLS: c.llmTLS}
 	if c.cerbai != "" {
 		if _, err := os.Stat(c.cerbai); err != nil {
 			return cfg, usageError{fmt.Errorf("-cerbai %s: %w (build it with "+
@@ -151,7 +154,11 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	defer env.Close()
 	fmt.Fprintf(stderr, "targets: %s\n", targetNames(env.Targets))
+	if c.llmTLS {
+		fmt.Fprintln(stderr, "fake LLM: TLS, HTTP/2 offered")
+	}
 
+	cfg.LLMTLS, cfg.RootCAs = c.llmTLS, env.RootCAs
 	rep, err := load.RunBench(ctx, env.Targets, cfg, stderr)
 	if err != nil {
 		return err
