@@ -60,6 +60,9 @@ const max1xx = 5
 // passes maxHeader; classify answers it with failHeaderTooLarge.
 var errRespHeaderTooLarge = errors.New("upstream: server response headers exceeded the limit")
 
+// errTooMany1xx ends an answer that keeps sending informational heads.
+var errTooMany1xx = errors.New("upstream: too many 1xx informational responses")
+
 // errUnexpected101 is returned for an upgrade nobody asked for: cerbai
 // drops Upgrade from every request.
 var errUnexpected101 = errors.New("upstream: unexpected 101 Switching Protocols")
@@ -348,6 +351,8 @@ func (c *plainConn) readResponse(req *http.Request) (*http.Response, error) {
 			return nil, errUnexpected101
 		case resp.StatusCode >= 100 && resp.StatusCode < 200 && n < max1xx:
 			continue
+		case resp.StatusCode >= 100 && resp.StatusCode < 200:
+			return nil, errTooMany1xx
 		}
 		c.setReadDeadline(time.Time{})
 		return resp, nil

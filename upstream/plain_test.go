@@ -313,6 +313,9 @@ func TestPlainPool_AnswerEdges(t *testing.T) {
 		{"informational answers skipped",
 			"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\n" +
 				"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", "ok", "", true},
+		{"informational answers without end",
+			strings.Repeat("HTTP/1.1 100 Continue\r\n\r\n", 6) +
+				"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", "", "too many 1xx", false},
 		{"bytes past the body", "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nokEXTRA", "ok",
 			"", false},
 		{"connection close", "HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 2\r\n\r\nok",
