@@ -7,6 +7,8 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -27,7 +29,8 @@ import (
 //   - A cancelled request context interrupts the connection through
 //     context.AfterFunc, which needs no goroutine until it fires.
 //   - Idle connections expire after idleTimeout, swept by a timer that
-//     runs only while the pool holds any.
+//     runs only while the pool holds any, and sooner when the upstream
+//     announces a shorter keep-alive (keepAliveLimit).
 //
 // TLS upstreams and upstreams reached through an HTTP proxy stay on
 // http.Transport (see Transport).
@@ -146,7 +149,7 @@ func (p *plainPool) get(ctx context.Context) (*plainConn, error) {
 		p.idle[n-1] = nil
 		p.idle = p.idle[:n-1]
 		p.mu.Unlock()
-		if now.Sub(c.idleAt) < p.idleTimeout && c.peekAlive() {
+		if now.Sub(c.idleAt) < c.idleLimit && c.peekAlive() {
 			c.reused = true
 			return c, nil
 		}
@@ -228,7 +231,10 @@ type plainConn struct {
 	raw    syscall.RawConn // nc's socket, for peekAlive; nil if none
 	br     *bufio.Reader
 	idleAt time.Time
-	reused bool
+	// idleLimit is how long the connection may sit idle and still be
+	// reused: idleTimeout, or less when the upstream says so.
+	idleLimit time.Duration
+	reused    bool
 
 	peek     [1]byte
 	peekErr  error
@@ -325,6 +331,8 @@ func (c *plainConn) roundTrip(req *http.Request) (*http.Response, error) {
 		return nil, rerr
 	}
 	reuse := err == nil && !resp.Close && !req.Close
+	c.idleLimit = keepAliveLimit(resp.Header, c.pool.idleTimeout)
+	reuse = reuse && c.idleLimit > 0
 	if resp.Body == http.NoBody {
 		c.release(stop, reuse)
 		return resp, nil
@@ -357,6 +365,29 @@ func (c *plainConn) readResponse(req *http.Request) (*http.Response, error) {
 		c.setReadDeadline(time.Time{})
 		return resp, nil
 	}
+}
+
+// keepAliveLimit is how long a connection may be reused after an answer
+// with header h: three quarters of the timeout in a "Keep-Alive:
+// timeout=N" header (Node.js servers send timeout=5 and close idle
+// connections after it), so the pool lets go of a connection before the
+// upstream closes it under a request; def when there is none or it is
+// longer. 0 means not to reuse the connection.
+func keepAliveLimit(h http.Header, def time.Duration) time.Duration {
+	for _, v := range h["Keep-Alive"] {
+		for part := range strings.SplitSeq(v, ",") {
+			name, val, ok := strings.Cut(strings.TrimSpace(part), "=")
+			if !ok || !strings.EqualFold(strings.TrimSpace(name), "timeout") {
+				continue
+			}
+			secs, err := strconv.Atoi(strings.TrimSpace(val))
+			if err != nil || secs < 0 {
+				continue
+			}
+			return min(def, time.Duration(secs)*time.Second*3/4)
+		}
+	}
+	return def
 }
 
 // release ends an exchange: the connection goes back to the pool when

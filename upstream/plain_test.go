@@ -474,3 +474,83 @@ func TestTransport_ProxiedPlainHTTPStaysOnStd(t *testing.T) {
 		t.Errorf("plain pool entry %v (present %v), want a nil entry", p, ok)
 	}
 }
+
+func TestKeepAliveLimit(t *testing.T) {
+	def := 90 * time.Second
+	cases := []struct {
+		name   string
+		values []string
+		want   time.Duration
+	}{
+		{"none", nil, def},
+		{"node's", []string{"timeout=5"}, 3750 * time.Millisecond},
+		{"with max", []string{"timeout=4, max=1000"}, 3 * time.Second},
+		{"spaces and case", []string{"max=5 , Timeout = 8"}, 6 * time.Second},
+		{"longer than ours", []string{"timeout=600"}, def},
+		{"zero: do not reuse", []string{"timeout=0"}, 0},
+		{"not a number", []string{"timeout=soon"}, def},
+		{"negative", []string{"timeout=-3"}, def},
+		{"no timeout", []string{"max=100"}, def},
+	}
+	for _, c := range cases {
+		h := http.Header{}
+		if c.values != nil {
+			h["Keep-Alive"] = c.values
+		}
+		if got := keepAliveLimit(h, def); got != c.want {
+			t.Errorf("%s: got %v, want %v", c.name, got, c.want)
+		}
+	}
+}
+
+// TestPlainPool_UpstreamKeepAliveTimeoutIsHonoured: a connection idle for
+// longer than three quarters of the upstream's announced timeout is not
+// taken again; one idle for less is.
+func TestPlainPool_UpstreamKeepAliveTimeoutIsHonoured(t *testing.T) {
+	cases := []struct {
+		idle      time.Duration
+		wantConns int32
+	}{
+		{500 * time.Millisecond, 1},
+		{800 * time.Millisecond, 2},
+	}
+	for _, c := range cases {
+		up := newRawUpstream(t, func(_ int, conn net.Conn, br *bufio.Reader) {
+			for {
+				req, err := http.ReadRequest(br)
+				if err != nil {
+					return
+				}
+				_, _ = io.Copy(io.Discard, req.Body)
+				_, _ = io.WriteString(conn, "HTTP/1.1 200 OK\r\nKeep-Alive: timeout=1\r\n"+
+					"Content-Length: 2\r\n\r\nok")
+			}
+		})
+		tr := newPlainTransport(t, TransportConfig{})
+		for i := range 2 {
+			resp, err := tr.RoundTrip(mustRequest(t, context.Background(), "POST",
+				up.url("/"), "{}"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			readAll(t, resp)
+			if i == 0 {
+				// As if the connection had sat idle this long.
+				p := poolOf(t, tr, up.url(""))
+				p.mu.Lock()
+				n := len(p.idle)
+				if n == 1 {
+					p.idle[0].idleAt = time.Now().Add(-c.idle)
+				}
+				p.mu.Unlock()
+				if n != 1 {
+					t.Fatalf("%d idle connections after the first answer, want 1", n)
+				}
+			}
+		}
+		if got := up.accepted.Load(); got != c.wantConns {
+			t.Errorf("idle %v with timeout=1: %d connections, want %d", c.idle, got,
+				c.wantConns)
+		}
+	}
+}
