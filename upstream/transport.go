@@ -45,6 +45,10 @@ const (
 	idlePoolSize = 1024
 )
 
+// h2MaxReadFrameSize is the largest HTTP/2 frame cerbai accepts from a
+// TLS upstream (RFC 9113 §6.5.2 SETTINGS_MAX_FRAME_SIZE).
+const h2MaxReadFrameSize = 256 << 10
+
 // connBufSize is the read and write buffer of each upstream connection.
 const connBufSize = 1 << 10
 
@@ -106,6 +110,12 @@ func NewTransport(cfg TransportConfig) (*Transport, error) {
 		// Without this Go asks for gzip itself and unpacks the answer,
 		// changing the bytes and dropping Content-Length.
 		DisableCompression: true,
+		// HTTP/2 peers send DATA frames no larger than the receiver allows,
+		// 16 KiB unless told otherwise. Larger frames cut the per-frame work
+		// of a bulk body: with the load tool's -llm-tls, 64 MiB bodies
+		// went from 0.46–0.53× to 0.58–0.64× direct. The frame buffer is
+		// per connection and grows only when such a frame arrives.
+		HTTP2: &http.HTTP2Config{MaxReadFrameSize: h2MaxReadFrameSize},
 	}
 	return &Transport{std: std, cfg: cfg, plain: map[string]*plainPool{}}, nil
 }

@@ -201,3 +201,81 @@ func TestProxy_ResponseHeaderTimeoutIs504(t *testing.T) {
 		t.Errorf("got %d timeouts, want 1", got)
 	}
 }
+
+// TestTransport_HTTP2AsksForLargeFrames reads the client's first SETTINGS
+// frame off the wire (RFC 9113 §3.4, §6.5): cerbai tells a TLS upstream
+// it accepts DATA frames of h2MaxReadFrameSize, not the default 16 KiB.
+func TestTransport_HTTP2AsksForLargeFrames(t *testing.T) {
+	pki := newTestPKI(t)
+	serverTLS, err := pki.ServerTLS()
+	if err != nil {
+		t.Fatal(err)
+	}
+	serverTLS.NextProtos = []string{"h2"}
+	l, err := tls.Listen("tcp", "127.0.0.1:0", serverTLS)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	got := make(chan map[uint16]uint32, 1)
+	go func() {
+		c, err := l.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		got <- readClientSettings(c)
+	}()
+
+	tr, err := NewTransport(TransportConfig{CAFile: pki.CAFile,
+		CertFile: pki.ClientCertFile, KeyFile: pki.ClientKeyFile})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(tr.CloseIdleConnections)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, "GET", "https://"+l.Addr().String()+"/", nil)
+	go func() {
+		if resp, err := tr.RoundTrip(req); err == nil {
+			resp.Body.Close()
+		}
+	}()
+
+	var settings map[uint16]uint32
+	select {
+	case settings = <-got:
+	case <-time.After(10 * time.Second):
+		t.Fatal("no SETTINGS frame from the client")
+	}
+	const maxFrameSize = 0x5
+	if v := settings[maxFrameSize]; v != h2MaxReadFrameSize {
+		t.Errorf("SETTINGS_MAX_FRAME_SIZE: got %d, want %d (settings %v)", v,
+			h2MaxReadFrameSize, settings)
+	}
+}
+
+// readClientSettings reads an HTTP/2 client preface and the SETTINGS
+// frame after it; nil when the bytes are not that.
+func readClientSettings(c net.Conn) map[uint16]uint32 {
+	const preface = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+	buf := make([]byte, len(preface)+9)
+	if _, err := io.ReadFull(c, buf); err != nil || string(buf[:len(preface)]) != preface {
+		return nil
+	}
+	h := buf[len(preface):]
+	length := int(h[0])<<16 | int(h[1])<<8 | int(h[2])
+	if h[3] != 0x4 || length%6 != 0 { // type SETTINGS, 6-byte entries
+		return nil
+	}
+	payload := make([]byte, length)
+	if _, err := io.ReadFull(c, payload); err != nil {
+		return nil
+	}
+	settings := map[uint16]uint32{}
+	for p := payload; len(p) >= 6; p = p[6:] {
+		settings[uint16(p[0])<<8|uint16(p[1])] = uint32(p[2])<<24 | uint32(p[3])<<16 |
+			uint32(p[4])<<8 | uint32(p[5])
+	}
+	return settings
+}
