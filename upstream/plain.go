@@ -28,9 +28,9 @@ import (
 //     non-blocking peek when it is taken from the pool (peekAlive).
 //   - A cancelled request context interrupts the connection through
 //     context.AfterFunc, which needs no goroutine until it fires.
-//   - Idle connections expire after idleTimeout, swept by a timer that
-//     runs only while the pool holds any, and sooner when the upstream
-//     announces a shorter keep-alive (keepAliveLimit).
+//   - Idle connections expire after idleTimeout, or sooner when the
+//     upstream announces a shorter keep-alive (keepAliveLimit), closed by
+//     one timer that is armed only while the pool holds any.
 //
 // TLS upstreams and upstreams reached through an HTTP proxy stay on
 // http.Transport (see Transport).
@@ -42,9 +42,10 @@ type plainPool struct {
 	idleTimeout   time.Duration
 	maxIdle       int
 
-	mu    sync.Mutex
-	idle  []*plainConn // the most recently used last
-	sweep *time.Timer  // armed while idle is not empty
+	mu      sync.Mutex
+	idle    []*plainConn // the most recently used last
+	sweep   *time.Timer  // runs expire; made on first use
+	sweepAt time.Time    // when sweep fires; zero while it is not armed
 }
 
 // Request bytes are written through a pooled buffer, so an open stream
@@ -177,29 +178,50 @@ func (p *plainPool) put(c *plainConn) {
 		return
 	}
 	p.idle = append(p.idle, c)
-	if p.sweep == nil {
-		p.sweep = time.AfterFunc(p.idleTimeout, p.expire)
+	if end := c.idleAt.Add(c.idleLimit); p.sweepAt.IsZero() || end.Before(p.sweepAt) {
+		p.armLocked(end, c.idleAt)
 	}
 	p.mu.Unlock()
 }
 
-// expire closes the connections idle for idleTimeout and re-arms the
-// sweep while any remain.
+// armLocked sets the sweep to fire at the time at, now being now. p.mu
+// must be held. One timer serves the pool's life: Reset on an AfterFunc
+// timer reschedules it whether or not it has fired.
+func (p *plainPool) armLocked(at, now time.Time) {
+	p.sweepAt = at
+	if p.sweep == nil {
+		p.sweep = time.AfterFunc(at.Sub(now), p.expire)
+		return
+	}
+	p.sweep.Reset(at.Sub(now))
+}
+
+// expire closes the connections idle past their limit and re-arms the
+// sweep for the next limit while any remain. The limits differ by
+// connection (an upstream's Keep-Alive timeout), so every one is looked
+// at; the pool holds at most maxIdle.
 func (p *plainPool) expire() {
 	now := time.Now()
 	var stale []*plainConn
+	var next time.Time
 	p.mu.Lock()
-	i := 0
-	for i < len(p.idle) && now.Sub(p.idle[i].idleAt) >= p.idleTimeout {
-		i++
+	kept := p.idle[:0]
+	for _, c := range p.idle {
+		end := c.idleAt.Add(c.idleLimit)
+		if !now.Before(end) {
+			stale = append(stale, c)
+			continue
+		}
+		kept = append(kept, c)
+		if next.IsZero() || end.Before(next) {
+			next = end
+		}
 	}
-	stale = append(stale, p.idle[:i]...)
-	p.idle = append(p.idle[:0], p.idle[i:]...)
-	clear(p.idle[len(p.idle):cap(p.idle)])
-	p.sweep = nil
+	clear(p.idle[len(kept):])
+	p.idle = kept
+	p.sweepAt = time.Time{}
 	if len(p.idle) > 0 {
-		next := p.idle[0].idleAt.Add(p.idleTimeout).Sub(now)
-		p.sweep = time.AfterFunc(next, p.expire)
+		p.armLocked(next, now)
 	}
 	p.mu.Unlock()
 	for _, c := range stale {
@@ -214,7 +236,7 @@ func (p *plainPool) closeIdle() {
 	p.idle = nil
 	if p.sweep != nil {
 		p.sweep.Stop()
-		p.sweep = nil
+		p.sweepAt = time.Time{}
 	}
 	p.mu.Unlock()
 	for _, c := range idle {

@@ -403,9 +403,75 @@ func TestPlainPool_IdleConnectionsExpire(t *testing.T) {
 	waitFor(t, closed, "the idle connection to be closed")
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if len(p.idle) != 0 || p.sweep != nil {
+	if len(p.idle) != 0 || !p.sweepAt.IsZero() {
 		t.Errorf("after expiry: %d idle, sweep armed %v; want 0, false", len(p.idle),
-			p.sweep != nil)
+			!p.sweepAt.IsZero())
+	}
+}
+
+// TestPlainPool_SweepKeepsEachConnectionsLimit: a connection whose
+// upstream announced a short Keep-Alive timeout is closed at its own
+// limit, not left half-closed until the pool's idle timeout, and the
+// sweep is moved earlier for it.
+func TestPlainPool_SweepKeepsEachConnectionsLimit(t *testing.T) {
+	closed := make(chan int, 2)
+	up := newRawUpstream(t, func(n int, c net.Conn, br *bufio.Reader) {
+		if _, err := http.ReadRequest(br); err != nil {
+			return
+		}
+		keepAlive := ""
+		if n == 2 {
+			keepAlive = "Keep-Alive: timeout=4\r\n" // a limit of 3s
+		}
+		_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\n"+keepAlive+"Content-Length: 2\r\n\r\nok")
+		_, _ = br.ReadByte() // EOF when the client closes
+		closed <- n
+	})
+	tr := newPlainTransport(t, TransportConfig{})
+	ctx := context.Background()
+	// Two requests at once, so they take two connections: the first
+	// accepted (n == 1) has the pool's limit, the second a short one.
+	first, err := tr.RoundTrip(mustRequest(t, ctx, "GET", up.url("/"), ""))
+	if err != nil {
+		t.Fatal(err)
+	}
+	second, err := tr.RoundTrip(mustRequest(t, ctx, "GET", up.url("/"), ""))
+	if err != nil {
+		t.Fatal(err)
+	}
+	readAll(t, first)
+	p := poolOf(t, tr, up.url(""))
+	p.mu.Lock()
+	longAt := p.sweepAt
+	p.mu.Unlock()
+	readAll(t, second)
+
+	p.mu.Lock()
+	if len(p.idle) != 2 {
+		p.mu.Unlock()
+		t.Fatalf("%d idle connections, want 2", len(p.idle))
+	}
+	short := p.idle[1]
+	if got, want := p.sweepAt, short.idleAt.Add(3*time.Second); !got.Equal(want) ||
+		!got.Before(longAt) {
+		t.Errorf("sweep at %v after the short-lived connection, want %v (before %v)",
+			got, want, longAt)
+	}
+	// As if 3 seconds had passed: the short one is due, the other is not.
+	short.idleAt = short.idleAt.Add(-3 * time.Second)
+	p.mu.Unlock()
+	p.expire()
+
+	if n := waitFor(t, closed, "the short-lived connection to be closed"); n != 2 {
+		t.Errorf("connection %d closed, want 2 (the one with Keep-Alive: timeout=4)", n)
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if len(p.idle) != 1 || p.idle[0] == short {
+		t.Fatalf("after the sweep: %d idle, want the long-lived one", len(p.idle))
+	}
+	if want := p.idle[0].idleAt.Add(p.idleTimeout); !p.sweepAt.Equal(want) {
+		t.Errorf("sweep re-armed for %v, want %v", p.sweepAt, want)
 	}
 }
 
