@@ -13,6 +13,7 @@ const (
 	CodeUnauthorized        = "unauthorized"         // 401
 	CodeNotFound            = "not_found"            // 404
 	CodeMethodNotAllowed    = "method_not_allowed"   // 405
+	CodeRequestTimeout      = "request_timeout"      // 408
 	CodeRequestTooLarge     = "request_too_large"    // 413
 	CodeUpstreamUnreachable = "upstream_unreachable" // 502
 	CodeTooManyRequests     = "too_many_requests"    // 503

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/netip"
 	"net/url"
+	"os"
 	"slices"
 	"strings"
 	"sync/atomic"
@@ -390,6 +391,13 @@ func (p *Proxy) bodyFailed(ex *exchange, err error) bool {
 		ex.w.Header().Set("Connection", "close")
 		return ex.fail(http.StatusRequestEntityTooLarge, CodeRequestTooLarge,
 			"request body too large")
+	case ex.body.timedOut.Load():
+		// The server's read deadline (--request-read-timeout) passed. Its
+		// read error also ended the request's context, but the client is
+		// still there to be told.
+		ex.w.Header().Set("Connection", "close")
+		return ex.fail(http.StatusRequestTimeout, CodeRequestTimeout,
+			"the request body was not received in time")
 	case ex.r.Context().Err() != nil:
 		ex.status = statusClientGone
 		return false
@@ -417,6 +425,9 @@ func (p *Proxy) sendFailed(ex *exchange, err error) {
 	switch {
 	case ex.body.tooLarge.Load():
 		p.bodyFailed(ex, errBodyTooLarge)
+		return
+	case ex.body.timedOut.Load():
+		p.bodyFailed(ex, err)
 		return
 	case ex.r.Context().Err() != nil:
 		ex.status = statusClientGone
@@ -450,6 +461,7 @@ type bodyReader struct {
 	n         atomic.Int64
 	tooLarge  atomic.Bool
 	clientErr atomic.Bool // reading from the client failed
+	timedOut  atomic.Bool // the server's read deadline ended it
 }
 
 func (b *bodyReader) Read(p []byte) (int, error) {
@@ -470,6 +482,9 @@ func (b *bodyReader) Read(p []byte) (int, error) {
 	}
 	if err != nil && err != io.EOF {
 		b.clientErr.Store(true)
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			b.timedOut.Store(true)
+		}
 	}
 	return n, err
 }

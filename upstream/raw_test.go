@@ -3,9 +3,11 @@ package upstream
 import (
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 )
 
 // These tests speak raw HTTP/1.1 to the proxy, so the bytes on the wire
@@ -142,6 +144,53 @@ func TestRaw_BodyOverLimitIs413(t *testing.T) {
 			}
 			for _, s := range rec.Seen() {
 				if !c.wantUpstream || s.BodyErr == nil {
+					t.Errorf("upstream got %+v, want no complete request", s)
+				}
+			}
+		})
+	}
+}
+
+// TestRaw_SlowBodyIs408 checks that a body still unsent at the server's
+// read deadline (cerbai's --request-read-timeout) gets 408 and a closed
+// connection, never a whole request upstream, whether the body was being
+// read for replay or streamed.
+func TestRaw_SlowBodyIs408(t *testing.T) {
+	cases := []struct {
+		name      string
+		replayMax int64
+		headers   string
+		sent      string // then nothing more
+	}{
+		{"content-length, read for replay", 1 << 20, "Content-Length: 100\r\n", "0123456789"},
+		{"content-length, streamed", 0, "Content-Length: 100\r\n", "0123456789"},
+		{"chunked, streamed", 0, "Transfer-Encoding: chunked\r\n", "64\r\n0123456789"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			t.Parallel()
+			rec := newRecorder(t, nil)
+			p := newProxy(t, Config{Target: rec.URL(t, ""), ReplayMaxBody: c.replayMax})
+			srv := httptest.NewUnstartedServer(p)
+			// Long enough that the header block, sent at once, is always
+			// read in time on a loaded machine.
+			srv.Config.ReadTimeout = time.Second
+			srv.Start()
+			t.Cleanup(srv.Close)
+			resp, body, br := rawExchange(t, addrOf(srv),
+				"POST /v1/x HTTP/1.1\r\nHost: x\r\n"+c.headers+"\r\n"+c.sent)
+			if resp.StatusCode != http.StatusRequestTimeout ||
+				!strings.Contains(body, `"code":"request_timeout"`) {
+				t.Errorf("got %d %q, want 408 request_timeout", resp.StatusCode, body)
+			}
+			if !resp.Close {
+				t.Error("the answer does not close the connection")
+			}
+			if rest, err := io.ReadAll(br); len(rest) > 0 || err != nil {
+				t.Errorf("after the answer: %q, %v; want the connection closed", rest, err)
+			}
+			for _, s := range rec.Seen() {
+				if s.BodyErr == nil {
 					t.Errorf("upstream got %+v, want no complete request", s)
 				}
 			}
