@@ -58,6 +58,7 @@ type Config struct {
 	UpstreamWait time.Duration   `flag:"upstream-timeout" env:"UPSTREAM_TIMEOUT"`
 	IdleTimeout  time.Duration   `flag:"stream-idle-timeout" env:"STREAM_IDLE_TIMEOUT"`
 	MaxBody      size            `flag:"max-request-body" env:"MAX_REQUEST_BODY"`
+	ReadTimeout  time.Duration   `flag:"request-read-timeout" env:"REQUEST_READ_TIMEOUT"`
 	ReplayBody   size            `flag:"replay-max-body" env:"REPLAY_MAX_BODY"`
 	PurgeStatus  []int           `flag:"purge-on-status" env:"PURGE_ON_STATUS"`
 	AllowPaths   []string        `flag:"allow-path" env:"ALLOW_PATH"`
@@ -142,6 +143,8 @@ var optionHelp = map[string]struct{ meta, text string }{
 		"a response body that sends nothing this long is ended"},
 	"max-request-body": {"SIZE",
 		"largest request body accepted (413 beyond)"},
+	"request-read-timeout": {"DURATION",
+		"longest time to receive a request's headers and body (408 beyond)"},
 	"replay-max-body": {"SIZE",
 		"largest body kept to resend after an upstream 401 (0: never resend)"},
 	"purge-on-status": {"CODES",
@@ -179,6 +182,7 @@ func defaultConfig() Config {
 		UpstreamWait: 10 * time.Minute,
 		IdleTimeout:  5 * time.Minute,
 		MaxBody:      32 << 20,
+		ReadTimeout:  2 * time.Minute,
 		ReplayBody:   1 << 20,
 		PurgeStatus:  []int{401},
 		ForwardedFor: "set",

@@ -1111,7 +1111,8 @@ func TestHostile_ForwardedForNoneSendsNoAddress(t *testing.T) {
 // (it would cut long streams). Limitation: the timeouts are constants of
 // minutes and seconds, so they are checked here, not waited out.
 func TestServer_LimitsAreSet(t *testing.T) {
-	a := &app{s: &settings{Config: Config{ListenAddr: "127.0.0.1:0"}},
+	a := &app{s: &settings{Config: Config{ListenAddr: "127.0.0.1:0",
+		ReadTimeout: 42 * time.Second}},
 		log: slog.New(slog.DiscardHandler)}
 	servers, err := a.listen()
 	if err != nil {
@@ -1128,9 +1129,13 @@ func TestServer_LimitsAreSet(t *testing.T) {
 	if h.MaxHeaderBytes != 64<<10 {
 		t.Errorf("got MaxHeaderBytes %d, want 64 KiB", h.MaxHeaderBytes)
 	}
-	if h.WriteTimeout != 0 || h.ReadTimeout != 0 {
-		t.Errorf("got WriteTimeout %v, ReadTimeout %v; want none (streams are long)",
-			h.WriteTimeout, h.ReadTimeout)
+	if h.WriteTimeout != 0 {
+		t.Errorf("got WriteTimeout %v; want none (streams are long)", h.WriteTimeout)
+	}
+	// Go lifts the read deadline once the body is read, so it does not
+	// cut streams (TestHostile_SlowBodyIsCutAtTheReadTimeout).
+	if h.ReadTimeout != 42*time.Second {
+		t.Errorf("got ReadTimeout %v, want --request-read-timeout's 42s", h.ReadTimeout)
 	}
 }
 
@@ -1234,6 +1239,67 @@ func TestServingCert_ReloadsChangedPair(t *testing.T) {
 	}
 	if leaf(first) != "first" {
 		t.Error("the first certificate changed under its holder")
+	}
+}
+
+// TestHostile_SlowBodyIsCutAtTheReadTimeout checks --request-read-timeout
+// on the real server: a key holder who stops sending the body gets 408
+// and a closed connection, and nothing reaches the upstream; a stream
+// that outlives the timeout is not cut by it.
+func TestHostile_SlowBodyIsCutAtTheReadTimeout(t *testing.T) {
+	pki := testPKI(t)
+	ts := newTokenServer(t, pki)
+	up := newRecordingUpstream(t)
+	const timeout = time.Second // the header block, sent at once, is read well within it
+	run := startProxy(t, []string{
+		"--listen-addr", "127.0.0.1:0", "--proxy-token", hostileKey,
+		"--request-read-timeout", timeout.String(),
+	}, baseEnv(pki, ts.URL, up.srv.URL+"/llm"))
+
+	slow := dialFrom(t, run.addr, "")
+	stream := dialFrom(t, run.addr, "")
+	if _, err := io.WriteString(stream, "GET /v1/stream HTTP/1.1\r\nHost: x\r\n"+authz+
+		"\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	streamBr := bufio.NewReader(stream)
+	resp, err := http.ReadResponse(streamBr, &http.Request{Method: "GET"})
+	if err != nil {
+		t.Fatalf("stream: %v", err)
+	}
+	line, err := bufio.NewReader(resp.Body).ReadString('\n')
+	if err != nil || line != "data: one\n" {
+		t.Fatalf("stream: first line %q, %v", line, err)
+	}
+
+	a := rawSend(t, slow, "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n"+authz+
+		"Content-Length: 100\r\n\r\n{\"model\":", "POST")
+	if a.resp == nil {
+		t.Fatalf("slow body: no answer (%v), want 408", a.err)
+	}
+	checkCerbaiError(t, a.resp, a.body, http.StatusRequestTimeout, "request_timeout")
+	if !closedAfter(t, a) {
+		t.Error("slow body: the connection stayed open after the 408")
+	}
+	for _, r := range up.requests() {
+		if r.Method == "POST" {
+			t.Errorf("the upstream got %s %s (body %q, %v), want nothing", r.Method, r.URI,
+				r.Body, r.BodyErr)
+		}
+	}
+	// The stream began before the slow request and has now lived past the
+	// timeout: it must still be open. Its upstream handler reports when
+	// its context ends.
+	select {
+	case uri := <-up.cancelled:
+		t.Fatalf("%s was cut after %v, want it open", uri, timeout)
+	default:
+	}
+	stream.Close()
+	select {
+	case <-up.cancelled:
+	case <-time.After(guardTimeout):
+		t.Fatal("closing the client did not end the upstream stream")
 	}
 }
 

@@ -212,8 +212,13 @@ func (a *app) listen() ([]*server, error) {
 			http: &http.Server{
 				Handler:           h,
 				ReadHeaderTimeout: readHeaderTimeout,
-				IdleTimeout:       idleTimeout,
-				MaxHeaderBytes:    maxHeaderBytes,
+				// The whole request, body included: a client with a key
+				// cannot hold a --max-concurrent slot by sending slowly.
+				// The deadline is lifted once the body is read, so long
+				// streams back are not cut.
+				ReadTimeout:    a.s.ReadTimeout,
+				IdleTimeout:    idleTimeout,
+				MaxHeaderBytes: maxHeaderBytes,
 				// Lines Go's server logs (bad handshakes, say) are client-caused.
 				ErrorLog: slog.NewLogLogger(a.log.Handler(), slog.LevelDebug),
 			}})
@@ -330,6 +335,7 @@ func logConfig(log *slog.Logger, s *settings) {
 		"proxy_token_file", s.ProxyFile, "redis_url", s.RedisURL,
 		"upstream_timeout", s.UpstreamWait.String(),
 		"stream_idle_timeout", s.IdleTimeout.String(),
-		"max_request_body", s.MaxBody.String(), "allow_paths", s.AllowPaths,
+		"max_request_body", s.MaxBody.String(),
+		"request_read_timeout", s.ReadTimeout.String(), "allow_paths", s.AllowPaths,
 		"max_concurrent", s.MaxConc, "access_log", s.AccessLog, "log_level", s.LogLevel)
 }

@@ -275,7 +275,7 @@ func (c *checker) durations(cfg Config) {
 		{"token-cache-ttl", cfg.TokenTTL}, {"token-timeout", cfg.TokenTimeout},
 		{"token-wait", cfg.TokenWait}, {"dial-timeout", cfg.DialTimeout},
 		{"upstream-timeout", cfg.UpstreamWait}, {"stream-idle-timeout", cfg.IdleTimeout},
-		{"shutdown-timeout", cfg.ShutdownMax},
+		{"request-read-timeout", cfg.ReadTimeout}, {"shutdown-timeout", cfg.ShutdownMax},
 	} {
 		if d.v <= 0 {
 			c.addf(d.flag, "must be positive, got %v", d.v)

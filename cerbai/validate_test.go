@@ -96,10 +96,12 @@ func TestValidate_Messages(t *testing.T) {
 			[]string{`--token-timeout / CERBAI_TOKEN_TIMEOUT: time: invalid duration "soon"`}},
 		{"bad duration from flag", []string{"--dial-timeout", "x"}, nil,
 			[]string{`--dial-timeout / CERBAI_DIAL_TIMEOUT: time: invalid duration "x"`}},
-		{"non-positive durations", []string{"--token-cache-ttl", "0s", "--token-wait", "-1s"}, nil,
+		{"non-positive durations", []string{"--token-cache-ttl", "0s", "--token-wait", "-1s"},
+			map[string]string{"CERBAI_REQUEST_READ_TIMEOUT": "0s"},
 			[]string{
 				"--token-cache-ttl / CERBAI_TOKEN_CACHE_TTL: must be positive, got 0s",
 				"--token-wait / CERBAI_TOKEN_WAIT: must be positive, got -1s",
+				"--request-read-timeout / CERBAI_REQUEST_READ_TIMEOUT: must be positive, got 0s",
 			}},
 		{"negative shutdown delay", []string{"--shutdown-delay", "-1s"}, nil,
 			[]string{"--shutdown-delay / CERBAI_SHUTDOWN_DELAY: must not be negative, got -1s"}},
