@@ -32,8 +32,9 @@ import (
 //     upstream announces a shorter keep-alive (keepAliveLimit), closed by
 //     one timer that is armed only while the pool holds any.
 //
-// TLS upstreams and upstreams reached through an HTTP proxy stay on
-// http.Transport (see Transport).
+// TLS upstreams, upstreams reached through an HTTP proxy, and request
+// bodies over plainBodyMax or of unknown length stay on http.Transport
+// (see Transport).
 type plainPool struct {
 	addr          string // host:port
 	dialer        *net.Dialer
@@ -89,9 +90,11 @@ func newPlainPool(addr string, cfg TransportConfig) *plainPool {
 // Limitation: an upstream that closes a pooled connection in the moment
 // between peekAlive and the request reaching it fails a POST with no
 // second try, as with http.Transport. And the request is written before
-// the answer is read: an upstream that answers early and resets the
-// connection while a large body is still being sent can lose its answer
-// to the reset (the client then gets 502).
+// the answer is read: an upstream that answers early, stops reading and
+// resets the connection while a body is still being sent can lose its
+// answer to the reset (the client then gets 502). Transport sends only
+// bodies of known length up to plainBodyMax here, so the window is the
+// time to write at most 1 MiB.
 func (p *plainPool) RoundTrip(req *http.Request) (*http.Response, error) {
 	for retried := false; ; retried = true {
 		c, err := p.get(req.Context())

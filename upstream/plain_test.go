@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -538,6 +539,60 @@ func TestTransport_ProxiedPlainHTTPStaysOnStd(t *testing.T) {
 	}
 	if p, ok := tr.plain["llm.internal.example"]; !ok || p != nil {
 		t.Errorf("plain pool entry %v (present %v), want a nil entry", p, ok)
+	}
+}
+
+// TestTransport_LargeOrUnsizedBodiesGoToStd checks the split by body: no
+// body and small bodies of known length go on the plain pool; a body over
+// plainBodyMax or of unknown length goes through http.Transport, which
+// reads an early answer while the body is still being sent.
+func TestTransport_LargeOrUnsizedBodiesGoToStd(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter,
+		r *http.Request) {
+		n, _ := io.Copy(io.Discard, r.Body)
+		fmt.Fprintf(w, "%d", n)
+	}))
+	t.Cleanup(srv.Close)
+	tr := newPlainTransport(t, TransportConfig{})
+	var stdDials atomic.Int32
+	dial := tr.std.DialContext
+	tr.std.DialContext = func(ctx context.Context, network, addr string) (net.Conn, error) {
+		stdDials.Add(1)
+		return dial(ctx, network, addr)
+	}
+	large := strings.Repeat("x", plainBodyMax+1)
+	cases := []struct {
+		name    string
+		body    io.Reader
+		length  int64 // as the forwarder sets it; -1: unknown
+		size    int   // what the upstream must read
+		wantStd bool
+	}{
+		{"no body", nil, 0, 0, false},
+		{"small, known length", strings.NewReader(`{"x":1}`), 7, 7, false},
+		{"at the bound", strings.NewReader(large[1:]), plainBodyMax, plainBodyMax, false},
+		{"over the bound", strings.NewReader(large), plainBodyMax + 1, plainBodyMax + 1, true},
+		{"unknown length", strings.NewReader("abc"), -1, 3, true}, // sent chunked
+	}
+	for _, c := range cases {
+		before := stdDials.Load()
+		req, err := http.NewRequest("POST", srv.URL, c.body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.ContentLength = c.length
+		resp, err := tr.RoundTrip(req)
+		if err != nil {
+			t.Fatalf("%s: %v", c.name, err)
+		}
+		if got := readAll(t, resp); got != fmt.Sprint(c.size) {
+			t.Errorf("%s: upstream read %s bytes, want %d", c.name, got, c.size)
+		}
+		if gotStd := stdDials.Load() > before; gotStd != c.wantStd {
+			t.Errorf("%s: through http.Transport %v, want %v", c.name, gotStd, c.wantStd)
+		}
+		// A fresh connection each time, so a dial shows the transport used.
+		tr.CloseIdleConnections()
 	}
 }
 

@@ -120,15 +120,33 @@ func NewTransport(cfg TransportConfig) (*Transport, error) {
 	return &Transport{std: std, cfg: cfg, plain: map[string]*plainPool{}}, nil
 }
 
-// RoundTrip sends req on the plain pool for its host when it has one,
-// else on http.Transport.
+// plainBodyMax is the largest request body sent on the plain pool. The
+// pool writes the whole request before it reads the answer. A longer
+// body, or one of unknown length, is streamed from a client and can take
+// long to send; an upstream may answer it early (a 413, say), stop
+// reading and close, and the reset that follows can erase an answer not
+// yet read (RFC 9112 §9.6). http.Transport reads the answer while the
+// body is still being sent, so such requests go through it.
+const plainBodyMax = 1 << 20
+
+// RoundTrip sends req on the plain pool for its host when it has one and
+// the body is small and of known length, else on http.Transport.
 func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
-	if req.URL.Scheme == "http" {
+	if req.URL.Scheme == "http" && smallBody(req) {
 		if p := t.plainPool(req); p != nil {
 			return p.RoundTrip(req)
 		}
 	}
 	return t.std.RoundTrip(req)
+}
+
+// smallBody reports whether req has no body or one of known length up to
+// plainBodyMax.
+func smallBody(req *http.Request) bool {
+	if req.Body == nil || req.Body == http.NoBody {
+		return true
+	}
+	return req.ContentLength > 0 && req.ContentLength <= plainBodyMax
 }
 
 // plainPool returns the pool for req's host, made on first use; nil when
