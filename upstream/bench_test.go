@@ -162,3 +162,53 @@ func BenchmarkCopy_Bulk(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkTransport_RoundTrip justifies the plain pool (plain.go): the
+// same small POST over loopback keep-alive connections, from parallel
+// goroutines, on the plain pool and on the tuned http.Transport it
+// replaces for plain-HTTP upstreams.
+func BenchmarkTransport_RoundTrip(b *testing.B) {
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.Copy(io.Discard, r.Body)
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = io.WriteString(w, smallJSONResponse)
+	}))
+	defer up.Close()
+	tr, err := NewTransport(TransportConfig{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer tr.CloseIdleConnections()
+	const reqBody = `{"model":"gpt-4o-mini","messages":[{"role":"user","content":"Hi"}]}`
+	for _, c := range []struct {
+		name string
+		rt   http.RoundTripper
+	}{
+		{"plain pool", tr},
+		{"http.Transport", tr.std},
+	} {
+		b.Run(c.name, func(b *testing.B) {
+			b.ReportAllocs()
+			b.RunParallel(func(pb *testing.PB) {
+				body := strings.NewReader(reqBody)
+				for pb.Next() {
+					body.Reset(reqBody)
+					req, err := http.NewRequest("POST", up.URL+"/v1/chat/completions",
+						io.NopCloser(body))
+					if err != nil {
+						b.Error(err)
+						return
+					}
+					req.ContentLength = int64(len(reqBody))
+					resp, err := c.rt.RoundTrip(req)
+					if err != nil {
+						b.Error(err)
+						return
+					}
+					_, _ = io.Copy(io.Discard, resp.Body)
+					resp.Body.Close()
+				}
+			})
+		})
+	}
+}
