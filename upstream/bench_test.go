@@ -74,15 +74,22 @@ func BenchmarkProxy_SmallJSON(b *testing.B) {
 	}
 }
 
-// BenchmarkProxy_SmallJSONLoopback is the same request through real
-// loopback servers: proxy and upstream both behind net/http.
-func BenchmarkProxy_SmallJSONLoopback(b *testing.B) {
+// smallJSONUpstream is a loopback LLM that reads the body and answers
+// smallJSONResponse; it stops when the benchmark ends.
+func smallJSONUpstream(b *testing.B) *httptest.Server {
 	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		_, _ = io.Copy(io.Discard, r.Body)
 		w.Header().Set("Content-Type", "application/json")
 		_, _ = io.WriteString(w, smallJSONResponse)
 	}))
-	defer up.Close()
+	b.Cleanup(up.Close)
+	return up
+}
+
+// BenchmarkProxy_SmallJSONLoopback is the same request through real
+// loopback servers: proxy and upstream both behind net/http.
+func BenchmarkProxy_SmallJSONLoopback(b *testing.B) {
+	up := smallJSONUpstream(b)
 	target, _ := url.Parse(up.URL)
 	tr, _ := NewTransport(TransportConfig{})
 	defer tr.CloseIdleConnections()
@@ -168,12 +175,7 @@ func BenchmarkCopy_Bulk(b *testing.B) {
 // goroutines, on the plain pool and on the tuned http.Transport it
 // replaces for plain-HTTP upstreams.
 func BenchmarkTransport_RoundTrip(b *testing.B) {
-	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		_, _ = io.Copy(io.Discard, r.Body)
-		w.Header().Set("Content-Type", "application/json")
-		_, _ = io.WriteString(w, smallJSONResponse)
-	}))
-	defer up.Close()
+	up := smallJSONUpstream(b)
 	tr, err := NewTransport(TransportConfig{})
 	if err != nil {
 		b.Fatal(err)
