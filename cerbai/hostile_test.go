@@ -995,21 +995,7 @@ func hopByHopDropped(t *testing.T, a rawAnswer, got []upstreamRequest) {
 // proxy must cancel the upstream request.
 func vanishMidStream(t *testing.T, env *hostileEnv) {
 	t.Helper()
-	conn := dialFrom(t, env.run.addr, "")
-	_, err := io.WriteString(conn, post("/v1/stream", `{"stream":true}`, authz))
-	if err != nil {
-		t.Fatal(err)
-	}
-	br := bufio.NewReader(conn)
-	resp, err := http.ReadResponse(br, &http.Request{Method: "POST"})
-	if err != nil {
-		t.Fatalf("read stream answer: %v", err)
-	}
-	line, err := bufio.NewReader(resp.Body).ReadString('\n')
-	if err != nil || line != "data: one\n" {
-		t.Fatalf("got first line %q, %v; want the first event", line, err)
-	}
-	conn.Close()
+	openStream(t, env.run.addr).Close()
 	waitChan(t, env.upstream.cancelled, "the upstream stream to be cancelled")
 	<-env.upstream.entered
 	// A client that hangs up is not an upstream failure: no warn line (a
@@ -1019,6 +1005,27 @@ func vanishMidStream(t *testing.T, env *hostileEnv) {
 	if strings.Contains(logs, "upstream body ended early") {
 		t.Error("a client hanging up mid-stream was logged as an upstream failure")
 	}
+}
+
+// openStream posts a streaming request with hostileKey to the proxy at
+// addr and reads the answer up to the upstream's first event; the stream
+// stays open on the returned connection.
+func openStream(t *testing.T, addr string) net.Conn {
+	t.Helper()
+	conn := dialFrom(t, addr, "")
+	_, err := io.WriteString(conn, post("/v1/stream", `{"stream":true}`, authz))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.ReadResponse(bufio.NewReader(conn), &http.Request{Method: "POST"})
+	if err != nil {
+		t.Fatalf("read stream answer: %v", err)
+	}
+	line, err := bufio.NewReader(resp.Body).ReadString('\n')
+	if err != nil || line != "data: one\n" {
+		t.Fatalf("got first line %q, %v; want the first event", line, err)
+	}
+	return conn
 }
 
 // overMaxConcurrent fills both --max-concurrent slots, checks that the
@@ -1256,21 +1263,8 @@ func TestHostile_SlowBodyIsCutAtTheReadTimeout(t *testing.T) {
 		"--request-read-timeout", timeout.String(),
 	}, baseEnv(pki, ts.URL, up.srv.URL+"/llm"))
 
+	stream := openStream(t, run.addr)
 	slow := dialFrom(t, run.addr, "")
-	stream := dialFrom(t, run.addr, "")
-	if _, err := io.WriteString(stream, "GET /v1/stream HTTP/1.1\r\nHost: x\r\n"+authz+
-		"\r\n"); err != nil {
-		t.Fatal(err)
-	}
-	streamBr := bufio.NewReader(stream)
-	resp, err := http.ReadResponse(streamBr, &http.Request{Method: "GET"})
-	if err != nil {
-		t.Fatalf("stream: %v", err)
-	}
-	line, err := bufio.NewReader(resp.Body).ReadString('\n')
-	if err != nil || line != "data: one\n" {
-		t.Fatalf("stream: first line %q, %v", line, err)
-	}
 
 	a := rawSend(t, slow, "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n"+authz+
 		"Content-Length: 100\r\n\r\n{\"model\":", "POST")
@@ -1282,7 +1276,7 @@ func TestHostile_SlowBodyIsCutAtTheReadTimeout(t *testing.T) {
 		t.Error("slow body: the connection stayed open after the 408")
 	}
 	for _, r := range up.requests() {
-		if r.Method == "POST" {
+		if r.URI != "/llm/v1/stream" {
 			t.Errorf("the upstream got %s %s (body %q, %v), want nothing", r.Method, r.URI,
 				r.Body, r.BodyErr)
 		}
