@@ -186,6 +186,7 @@ func TestMetrics_ProxyListenerNeedsAKeyAdminDoesNot(t *testing.T) {
 		`cerbai_redis_up 0`,
 		`cerbai_build_info{version="dev"`,
 		`cerbai_request_duration_seconds_count 1`,
+		`cerbai_upstream_connections_opened_total 1`,
 	} {
 		if !strings.Contains(body, want) {
 			t.Errorf("/metrics lacks %s", want)

@@ -39,6 +39,9 @@ func (a *app) collect(w *health.Writer) {
 	w.Counter("cerbai_upstream_retries_total",
 		"Requests sent again with a new token after a purge status.")
 	w.Sample("cerbai_upstream_retries_total", float64(snap.Retries))
+	w.Counter("cerbai_upstream_connections_opened_total",
+		"Connections opened to the LLM endpoint; far fewer than requests when kept alive.")
+	w.Sample("cerbai_upstream_connections_opened_total", float64(snap.ConnsOpened))
 
 	w.Counter("cerbai_proxy_key_requests_total", "Requests by proxy key name.")
 	for _, name := range a.keys.names() {

@@ -156,9 +156,11 @@ func build(ctx context.Context, s *settings, log *slog.Logger) (*app, error) {
 	if err != nil {
 		return nil, err
 	}
+	stats := new(upstream.Stats) // the proxy's counts and the transport's
 	transport, err := upstream.NewTransport(upstream.TransportConfig{
 		DialTimeout: s.DialTimeout, ResponseHeaderTimeout: s.UpstreamWait,
 		CAFile: s.LLMCAFile, CertFile: s.LLMCertFile, KeyFile: s.LLMKeyFile,
+		Stats: stats,
 	})
 	if err != nil {
 		return nil, err
@@ -174,7 +176,7 @@ func build(ctx context.Context, s *settings, log *slog.Logger) (*app, error) {
 		ReplayMaxBody: int64(s.ReplayBody), PurgeOnStatus: s.PurgeStatus,
 		ForwardedFor: s.ForwardedFor, TrustForwarded: s.trust, AllowPaths: s.AllowPaths,
 		MaxConcurrent: s.MaxConc, Authorize: authorize, AccessLog: s.AccessLog,
-		Logger: log.With("component", "proxy"),
+		Logger: log.With("component", "proxy"), Stats: stats,
 	})
 	if err != nil {
 		return nil, err

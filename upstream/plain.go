@@ -37,7 +37,7 @@ import (
 // (see Transport).
 type plainPool struct {
 	addr          string // host:port
-	dialer        *net.Dialer
+	dial          func(ctx context.Context, network, addr string) (net.Conn, error)
 	headerTimeout time.Duration
 	maxHeader     int64
 	idleTimeout   time.Duration
@@ -75,7 +75,7 @@ var errUnexpected101 = errors.New("upstream: unexpected 101 Switching Protocols"
 func newPlainPool(addr string, cfg TransportConfig) *plainPool {
 	return &plainPool{
 		addr:          addr,
-		dialer:        &net.Dialer{Timeout: cfg.DialTimeout, KeepAlive: 30 * time.Second},
+		dial:          newDial(cfg),
 		headerTimeout: cfg.ResponseHeaderTimeout,
 		maxHeader:     cfg.MaxResponseHeaderBytes,
 		idleTimeout:   idleConnTimeout,
@@ -159,7 +159,7 @@ func (p *plainPool) get(ctx context.Context) (*plainConn, error) {
 		}
 		c.close()
 	}
-	nc, err := p.dialer.DialContext(ctx, "tcp", p.addr)
+	nc, err := p.dial(ctx, "tcp", p.addr)
 	if err != nil {
 		return nil, err
 	}

@@ -126,7 +126,8 @@ func TestPlainPool_KeepsOneConnectionAlive(t *testing.T) {
 	}
 	srv.Start()
 	t.Cleanup(srv.Close)
-	tr := newPlainTransport(t, TransportConfig{})
+	stats := new(Stats)
+	tr := newPlainTransport(t, TransportConfig{Stats: stats})
 
 	steps := []struct{ method, path, body, want string }{
 		{"GET", "/a", "", "GET:"},
@@ -151,6 +152,9 @@ func TestPlainPool_KeepsOneConnectionAlive(t *testing.T) {
 	}
 	if n := conns.Load(); n != 1 {
 		t.Errorf("%d connections for %d sequential requests, want 1", n, len(steps))
+	}
+	if n := stats.Snapshot().ConnsOpened; n != 1 {
+		t.Errorf("ConnsOpened %d, want the 1 connection the upstream saw", n)
 	}
 }
 
@@ -553,7 +557,8 @@ func TestTransport_LargeOrUnsizedBodiesGoToStd(t *testing.T) {
 		fmt.Fprintf(w, "%d", n)
 	}))
 	t.Cleanup(srv.Close)
-	tr := newPlainTransport(t, TransportConfig{})
+	stats := new(Stats)
+	tr := newPlainTransport(t, TransportConfig{Stats: stats})
 	var stdDials atomic.Int32
 	dial := tr.std.DialContext
 	tr.std.DialContext = func(ctx context.Context, network, addr string) (net.Conn, error) {
@@ -593,6 +598,9 @@ func TestTransport_LargeOrUnsizedBodiesGoToStd(t *testing.T) {
 		}
 		// A fresh connection each time, so a dial shows the transport used.
 		tr.CloseIdleConnections()
+	}
+	if got := stats.Snapshot().ConnsOpened; got != uint64(len(cases)) {
+		t.Errorf("ConnsOpened %d, want %d: one per case, by either pool", got, len(cases))
 	}
 }
 

@@ -46,7 +46,8 @@ type Stats struct {
 	activeStreams  atomic.Int64
 	upstreamErrors [len(errKinds)]atomic.Uint64
 	retries        atomic.Uint64
-	keyRequests    sync.Map // key name → *atomic.Uint64
+	connsOpened    atomic.Uint64 // by the Transport given these Stats
+	keyRequests    sync.Map      // key name → *atomic.Uint64
 }
 
 // Snapshot is a copy of the counters at one moment.
@@ -67,6 +68,10 @@ type Snapshot struct {
 	UpstreamErrors map[string]uint64
 	Retries        uint64            // requests sent again after a purge status
 	KeyRequests    map[string]uint64 // requests by proxy key name
+	// ConnsOpened counts connections the Transport opened to the upstream.
+	// Far fewer than requests means keep-alive works; close to one per
+	// request means connections are being closed under load.
+	ConnsOpened uint64
 }
 
 // RequestCount is the number of requests of one method answered with a
@@ -89,6 +94,7 @@ func (s *Stats) Snapshot() Snapshot {
 		UpstreamErrors: make(map[string]uint64, len(errKinds)),
 		Retries:        s.retries.Load(),
 		KeyRequests:    map[string]uint64{},
+		ConnsOpened:    s.connsOpened.Load(),
 	}
 	for m := range s.requests {
 		for c := range s.requests[m] {

@@ -33,6 +33,9 @@ type TransportConfig struct {
 	// MaxResponseHeaderBytes bounds the upstream's response header block.
 	// 0 → 256 KiB.
 	MaxResponseHeaderBytes int64
+	// Stats counts the connections opened (Snapshot.ConnsOpened); give the
+	// proxy the same Stats. nil → not counted.
+	Stats *Stats
 }
 
 const (
@@ -87,10 +90,12 @@ func NewTransport(cfg TransportConfig) (*Transport, error) {
 	if err != nil {
 		return nil, err
 	}
-	dialer := &net.Dialer{Timeout: cfg.DialTimeout, KeepAlive: 30 * time.Second}
+	if cfg.Stats == nil {
+		cfg.Stats = new(Stats)
+	}
 	std := &http.Transport{
 		Proxy:                  http.ProxyFromEnvironment,
-		DialContext:            dialer.DialContext,
+		DialContext:            newDial(cfg),
 		TLSClientConfig:        tlsConf,
 		TLSHandshakeTimeout:    cfg.DialTimeout,
 		ForceAttemptHTTP2:      true, // needed with a custom dialer and TLS config
@@ -128,6 +133,20 @@ func NewTransport(cfg TransportConfig) (*Transport, error) {
 // yet read (RFC 9112 §9.6). http.Transport reads the answer while the
 // body is still being sent, so such requests go through it.
 const plainBodyMax = 1 << 20
+
+// newDial returns the dial function of both pools: TCP with keep-alive
+// probes, counted in cfg.Stats.
+func newDial(cfg TransportConfig) func(ctx context.Context, network, addr string) (
+	net.Conn, error) {
+	d := &net.Dialer{Timeout: cfg.DialTimeout, KeepAlive: 30 * time.Second}
+	return func(ctx context.Context, network, addr string) (net.Conn, error) {
+		c, err := d.DialContext(ctx, network, addr)
+		if err == nil {
+			cfg.Stats.connsOpened.Add(1)
+		}
+		return c, err
+	}
+}
 
 // RoundTrip sends req on the plain pool for its host when it has one and
 // the body is small and of known length, else on http.Transport.
