@@ -37,7 +37,7 @@ import (
 // (see Transport).
 type plainPool struct {
 	addr          string // host:port
-	dial          func(ctx context.Context, network, addr string) (net.Conn, error)
+	dial          dialFunc
 	headerTimeout time.Duration
 	maxHeader     int64
 	idleTimeout   time.Duration
@@ -72,10 +72,10 @@ var errTooMany1xx = errors.New("upstream: too many 1xx informational responses")
 // drops Upgrade from every request.
 var errUnexpected101 = errors.New("upstream: unexpected 101 Switching Protocols")
 
-func newPlainPool(addr string, cfg TransportConfig) *plainPool {
+func newPlainPool(addr string, cfg TransportConfig, dial dialFunc) *plainPool {
 	return &plainPool{
 		addr:          addr,
-		dial:          newDial(cfg),
+		dial:          dial,
 		headerTimeout: cfg.ResponseHeaderTimeout,
 		maxHeader:     cfg.MaxResponseHeaderBytes,
 		idleTimeout:   idleConnTimeout,

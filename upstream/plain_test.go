@@ -397,7 +397,7 @@ func TestPlainPool_IdleConnectionsExpire(t *testing.T) {
 	// The pool is made by the first request; shorten its timeout for the
 	// connection that request leaves behind.
 	tr.plain[strings.TrimPrefix(up.url(""), "http://")] = newPlainPool(
-		up.l.Addr().String(), tr.cfg)
+		up.l.Addr().String(), tr.cfg, tr.dial)
 	p := poolOf(t, tr, up.url(""))
 	p.idleTimeout = 10 * time.Millisecond
 	resp, err := tr.RoundTrip(mustRequest(t, context.Background(), "GET", up.url("/"), ""))

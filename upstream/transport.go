@@ -34,7 +34,7 @@ type TransportConfig struct {
 	// 0 → 256 KiB.
 	MaxResponseHeaderBytes int64
 	// Stats counts the connections opened (Snapshot.ConnsOpened); give the
-	// proxy the same Stats. nil → not counted.
+	// proxy the same Stats. nil → a private Stats that nothing reads.
 	Stats *Stats
 }
 
@@ -64,8 +64,9 @@ const idleConnTimeout = 90 * time.Second
 // everything else (TLS with HTTP/2, HTTP_PROXY/HTTPS_PROXY) goes through
 // a tuned http.Transport.
 type Transport struct {
-	std *http.Transport
-	cfg TransportConfig
+	std  *http.Transport
+	cfg  TransportConfig
+	dial dialFunc // shared by std and every plain pool
 
 	mu    sync.RWMutex
 	plain map[string]*plainPool // by request host; nil: std's (proxied)
@@ -93,9 +94,10 @@ func NewTransport(cfg TransportConfig) (*Transport, error) {
 	if cfg.Stats == nil {
 		cfg.Stats = new(Stats)
 	}
+	dial := newDial(cfg)
 	std := &http.Transport{
 		Proxy:                  http.ProxyFromEnvironment,
-		DialContext:            newDial(cfg),
+		DialContext:            dial,
 		TLSClientConfig:        tlsConf,
 		TLSHandshakeTimeout:    cfg.DialTimeout,
 		ForceAttemptHTTP2:      true, // needed with a custom dialer and TLS config
@@ -122,7 +124,7 @@ func NewTransport(cfg TransportConfig) (*Transport, error) {
 		// per connection and grows only when such a frame arrives.
 		HTTP2: &http.HTTP2Config{MaxReadFrameSize: h2MaxReadFrameSize},
 	}
-	return &Transport{std: std, cfg: cfg, plain: map[string]*plainPool{}}, nil
+	return &Transport{std: std, cfg: cfg, dial: dial, plain: map[string]*plainPool{}}, nil
 }
 
 // plainBodyMax is the largest request body sent on the plain pool. The
@@ -134,10 +136,11 @@ func NewTransport(cfg TransportConfig) (*Transport, error) {
 // body is still being sent, so such requests go through it.
 const plainBodyMax = 1 << 20
 
+type dialFunc func(ctx context.Context, network, addr string) (net.Conn, error)
+
 // newDial returns the dial function of both pools: TCP with keep-alive
 // probes, counted in cfg.Stats.
-func newDial(cfg TransportConfig) func(ctx context.Context, network, addr string) (
-	net.Conn, error) {
+func newDial(cfg TransportConfig) dialFunc {
 	d := &net.Dialer{Timeout: cfg.DialTimeout, KeepAlive: 30 * time.Second}
 	return func(ctx context.Context, network, addr string) (net.Conn, error) {
 		c, err := d.DialContext(ctx, network, addr)
@@ -188,7 +191,7 @@ func (t *Transport) plainPool(req *http.Request) *plainPool {
 		if port == "" {
 			port = "80"
 		}
-		p = newPlainPool(net.JoinHostPort(req.URL.Hostname(), port), t.cfg)
+		p = newPlainPool(net.JoinHostPort(req.URL.Hostname(), port), t.cfg, t.dial)
 	}
 	t.plain[host] = p
 	return p
